@@ -1,0 +1,123 @@
+package caesura
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The function's context and the release context are created lazily: the
+// scope itself implements context.Context and only builds a real
+// context.WithCancelCause (two allocations, plus a channel on first Done) when
+// someone needs a Done channel or the scope must be cancelled. An uncontended
+// Run on the memory backend never does, which keeps its cost near the bare
+// lock's (see BenchmarkRun). The delegation keeps every guarantee of a real
+// context: Value(&cancelCtxKey), which context.Cause and propagateCancel use,
+// reaches the inner cancelCtx once it exists, so children register with it
+// and Cause returns the cause we set.
+
+type scopeKey struct{}
+
+// cancelState is the materialised cancellable context of a scope.
+type cancelState struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// lazyCancel is a context.Context that is cancelled only through cancel.
+// Its zero value is not usable: parent must be set.
+type lazyCancel struct {
+	parent context.Context
+	inner  atomic.Pointer[cancelState]
+	mmu    sync.Mutex // serialises materialisation
+	done   atomic.Bool // the function returned
+}
+
+func (c *lazyCancel) materialize() *cancelState {
+	if in := c.inner.Load(); in != nil {
+		return in
+	}
+	c.mmu.Lock()
+	defer c.mmu.Unlock()
+	if in := c.inner.Load(); in != nil {
+		return in
+	}
+	ctx, cancel := context.WithCancelCause(c.parent)
+	in := &cancelState{ctx: ctx, cancel: cancel}
+	if c.done.Load() {
+		cancel(ErrScopeEnded)
+	}
+	c.inner.Store(in)
+	return in
+}
+
+// cancel cancels the context with cause; the first cause wins.
+func (c *lazyCancel) cancel(cause error) { c.materialize().cancel(cause) }
+
+// end marks the context done for good (the function returned).
+func (c *lazyCancel) end() {
+	c.done.Store(true)
+	if in := c.inner.Load(); in != nil {
+		in.cancel(ErrScopeEnded)
+	}
+}
+
+func (c *lazyCancel) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+
+func (c *lazyCancel) Done() <-chan struct{} { return c.materialize().ctx.Done() }
+
+func (c *lazyCancel) Err() error {
+	if in := c.inner.Load(); in != nil {
+		return in.ctx.Err()
+	}
+	if c.done.Load() {
+		return c.materialize().ctx.Err()
+	}
+	return c.parent.Err()
+}
+
+func (c *lazyCancel) value(key any) any {
+	if in := c.inner.Load(); in != nil {
+		return in.ctx.Value(key)
+	}
+	return c.parent.Value(key)
+}
+
+// releaseCtx is the context Release gets: the function's values, none of its
+// cancellation, and a deadline that starts when a backend first asks for it
+// (the memory backend never does, so it costs nothing there).
+type releaseCtx struct {
+	parent  context.Context // the caller's context; its cancellation is dropped
+	timeout time.Duration
+	once    sync.Once
+	started atomic.Bool
+	ctx     context.Context
+	stop    context.CancelFunc
+}
+
+func (r *releaseCtx) get() context.Context {
+	r.once.Do(func() {
+		r.ctx, r.stop = context.WithTimeout(context.WithoutCancel(r.parent), r.timeout)
+		r.started.Store(true)
+	})
+	return r.ctx
+}
+
+func (r *releaseCtx) Deadline() (time.Time, bool) { return r.get().Deadline() }
+func (r *releaseCtx) Done() <-chan struct{}       { return r.get().Done() }
+func (r *releaseCtx) Err() error {
+	if !r.started.Load() {
+		return nil
+	}
+	return r.get().Err()
+}
+func (r *releaseCtx) Value(key any) any { return r.parent.Value(key) }
+
+// close frees the timer, if a backend started one.
+func (r *releaseCtx) close() {
+	r.once.Do(func() {}) // no later materialisation
+	if r.started.Load() {
+		r.stop()
+	}
+}

@@ -1,0 +1,437 @@
+package caesura
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// A scope is one run of a function under Run or Serialize: it is the
+// function's context, owns the locks its yields acquired, and releases them
+// when the function ends.
+type scope struct {
+	lazyCancel // the function's context
+
+	outer *scope // the enclosing scope, found through the context; nil at the top
+	cfg   *config
+	yield Yield
+
+	ymu sync.Mutex // held by a running yield; TryLock detects a racing yield
+
+	mu      sync.Mutex // guards what follows
+	held    []heldLock
+	index   map[string]int // key -> position in held, kept once held grows large
+	maxKey  string         // the highest key in held
+	err     error          // the first failed yield's error
+	lost    error          // the first lost lock's *LostError
+	closed  bool // the function returned: yields fail
+	seen    []Lock // every lock yielded so far, kept only when restart is on
+	scratch []pending
+	buf     [2]heldLock
+	rel     releaseCtx
+}
+
+type heldLock struct {
+	key  string
+	lock Lock
+	h    Held
+	stop func() bool // stops the loss watch; nil when the Held is not Lossy
+}
+
+type pending struct {
+	key  string
+	lock Lock
+}
+
+// indexAt is the number of held locks from which a scope keeps a map from key
+// to position instead of scanning.
+const indexAt = 16
+
+func newScope(ctx context.Context, outer *scope, cfg *config) *scope {
+	s := &scope{outer: outer, cfg: cfg}
+	s.lazyCancel.parent = ctx
+	s.held = s.buf[:0]
+	s.rel.parent = ctx
+	s.rel.timeout = cfg.releaseTimeout
+	s.yield = s.yieldLocks
+	return s
+}
+
+// Value makes the scope findable from the function's context.
+func (s *scope) Value(key any) any {
+	if key == (scopeKey{}) {
+		return s
+	}
+	return s.lazyCancel.value(key)
+}
+
+func scopeFrom(ctx context.Context) *scope {
+	s, _ := ctx.Value(scopeKey{}).(*scope)
+	return s
+}
+
+// yieldLocks is the scope's Yield.
+func (s *scope) yieldLocks(locks ...Lock) error {
+	if !s.ymu.TryLock() {
+		s.mu.Lock()
+		ended := s.closed
+		s.mu.Unlock()
+		if ended {
+			return ErrScopeEnded
+		}
+		err := ErrConcurrentYield
+		s.fail(err)
+		return err
+	}
+	defer s.ymu.Unlock()
+
+	s.mu.Lock()
+	ended, failed := s.closed, s.err
+	if !ended && s.cfg.restart > 0 {
+		s.seen = append(s.seen, locks...)
+	}
+	s.mu.Unlock()
+	if ended {
+		return ErrScopeEnded
+	}
+	if failed != nil {
+		return fmt.Errorf("%w: %w", ErrYieldFailed, failed)
+	}
+	if err := s.Err(); err != nil {
+		err = fmt.Errorf("caesura: yield: %w", errors.Join(ErrNotAcquired, context.Cause(s)))
+		s.fail(err)
+		return err
+	}
+	if err := s.acquire(locks); err != nil {
+		s.fail(err)
+		return err
+	}
+	return nil
+}
+
+// fail records a yield's error and cancels the function's context with it.
+func (s *scope) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+	s.cancel(err)
+}
+
+// acquire takes every lock of one yield, or none of them.
+func (s *scope) acquire(locks []Lock) error {
+	if len(locks) == 1 { // the common case: no sorting, no scratch space
+		l := locks[0]
+		if l == nil {
+			return fmt.Errorf("caesura: yield: %w: nil Lock", ErrInvalidLock)
+		}
+		key := l.Key()
+		if key == "" {
+			return fmt.Errorf("caesura: yield: %w: empty key (%T)", ErrInvalidLock, l)
+		}
+		held, top := s.chain(key)
+		if held {
+			return nil
+		}
+		h, err := s.take(l, key, top)
+		if err != nil {
+			return err
+		}
+		s.add(key, l, h)
+		return nil
+	}
+
+	ps, err := s.sorted(locks)
+	if err != nil {
+		return err
+	}
+	// Drop what the scope (or an enclosing one) holds already, and find
+	// the highest key held: locks below it are only tried.
+	n := 0
+	var top string
+	for _, p := range ps {
+		held, t := s.chain(p.key)
+		top = t
+		if !held {
+			ps[n] = p
+			n++
+		}
+	}
+	ps = ps[:n]
+
+	start := s.count()
+	for i := 0; i < len(ps); {
+		if ps[i].key < top {
+			h, err := s.take(ps[i].lock, ps[i].key, top)
+			if err != nil {
+				return s.undo(start, err)
+			}
+			s.add(ps[i].key, ps[i].lock, h)
+			i++
+			continue
+		}
+		// A run of locks of one backend that can batch goes in one call.
+		j := i + 1
+		var b Batcher
+		if bl, ok := ps[i].lock.(BatchLock); ok {
+			b = bl.Batcher()
+			for j < len(ps) {
+				bj, ok := ps[j].lock.(BatchLock)
+				if !ok || bj.Batcher() != b {
+					break
+				}
+				j++
+			}
+		}
+		if b != nil && j-i > 1 {
+			run := make([]Lock, j-i)
+			for k := range run {
+				run[k] = ps[i+k].lock
+			}
+			hs, err := b.AcquireBatch(s, run)
+			if err != nil {
+				return s.undo(start, fmt.Errorf("caesura: acquire %d locks from %q to %q: %w", j-i, ps[i].key, ps[j-1].key, err))
+			}
+			if len(hs) != len(run) {
+				for _, h := range hs {
+					_ = h.Release(s.releaseContext())
+				}
+				return s.undo(start, fmt.Errorf("caesura: %T.AcquireBatch returned %d handles for %d locks", b, len(hs), len(run)))
+			}
+			for k, h := range hs {
+				s.add(ps[i+k].key, ps[i+k].lock, h)
+			}
+			i = j
+			continue
+		}
+		h, err := s.take(ps[i].lock, ps[i].key, top)
+		if err != nil {
+			return s.undo(start, err)
+		}
+		s.add(ps[i].key, ps[i].lock, h)
+		i++
+	}
+	return nil
+}
+
+// sorted validates locks and returns them sorted by key without duplicates,
+// in scratch space the scope reuses.
+func (s *scope) sorted(locks []Lock) ([]pending, error) {
+	ps := s.scratch[:0]
+	for i, l := range locks {
+		if l == nil {
+			return nil, fmt.Errorf("caesura: yield: %w: Lock %d of %d is nil", ErrInvalidLock, i+1, len(locks))
+		}
+		key := l.Key()
+		if key == "" {
+			return nil, fmt.Errorf("caesura: yield: %w: Lock %d of %d (%T) has an empty key", ErrInvalidLock, i+1, len(locks), l)
+		}
+		ps = append(ps, pending{key: key, lock: l})
+	}
+	s.scratch = ps[:0]
+	return sortPending(ps), nil
+}
+
+// sortPending sorts by key, byte-wise, and keeps the first of equal keys.
+func sortPending(ps []pending) []pending {
+	slices.SortStableFunc(ps, func(a, b pending) int { return strings.Compare(a.key, b.key) })
+	return slices.CompactFunc(ps, func(a, b pending) bool { return a.key == b.key })
+}
+
+// take acquires one lock: waiting when key sorts above every held key, trying
+// without waiting otherwise.
+func (s *scope) take(l Lock, key, top string) (Held, error) {
+	if key > top {
+		h, err := l.Acquire(s)
+		if err != nil {
+			return nil, fmt.Errorf("caesura: acquire %q: %w", key, err)
+		}
+		if h == nil {
+			return nil, fmt.Errorf("caesura: acquire %q: %T.Acquire returned a nil Held", key, l)
+		}
+		return h, nil
+	}
+	t, ok := l.(TryLocker)
+	if !ok {
+		return nil, &OrderError{Key: key, Held: top, Err: fmt.Errorf("%T cannot be tried without waiting", l)}
+	}
+	h, err := t.TryAcquire(s)
+	if err != nil {
+		if errors.Is(err, ErrNotAcquired) {
+			return nil, &OrderError{Key: key, Held: top, Err: err}
+		}
+		return nil, fmt.Errorf("caesura: try %q: %w", key, err)
+	}
+	if h == nil {
+		return nil, fmt.Errorf("caesura: try %q: %T.TryAcquire returned a nil Held", key, l)
+	}
+	return h, nil
+}
+
+// chain reports whether key is held by this scope or an enclosing one, and
+// the highest key they hold.
+func (s *scope) chain(key string) (held bool, top string) {
+	for c := s; c != nil; c = c.outer {
+		c.mu.Lock()
+		if !held {
+			held = c.holdsLocked(key)
+		}
+		if c.maxKey > top {
+			top = c.maxKey
+		}
+		c.mu.Unlock()
+	}
+	return held, top
+}
+
+func (s *scope) holdsLocked(key string) bool {
+	if s.index != nil {
+		_, ok := s.index[key]
+		return ok
+	}
+	for i := range s.held {
+		if s.held[i].key == key {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *scope) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.held)
+}
+
+// add records an acquired lock and starts watching it for loss.
+func (s *scope) add(key string, l Lock, h Held) {
+	hl := heldLock{key: key, lock: l, h: h}
+	if lh, ok := h.(Lossy); ok {
+		if lost := lh.Lost(); lost != nil {
+			hl.stop = context.AfterFunc(lost, func() { s.onLost(key, context.Cause(lost)) })
+		}
+	}
+	s.mu.Lock()
+	s.held = append(s.held, hl)
+	if s.index != nil {
+		s.index[key] = len(s.held) - 1
+	} else if len(s.held) > indexAt {
+		s.index = make(map[string]int, 2*len(s.held))
+		for i := range s.held {
+			s.index[s.held[i].key] = i
+		}
+	}
+	if key > s.maxKey {
+		s.maxKey = key
+	}
+	s.mu.Unlock()
+}
+
+func (s *scope) onLost(key string, cause error) {
+	err := &LostError{Key: key, Err: cause}
+	s.mu.Lock()
+	if s.lost == nil {
+		s.lost = err
+	}
+	s.mu.Unlock()
+	s.cancel(err)
+}
+
+// undo releases the locks acquired since position start (a failed yield keeps
+// nothing of its own) and returns err with any release error joined.
+func (s *scope) undo(start int, err error) error {
+	s.mu.Lock()
+	batch := slices.Clone(s.held[start:])
+	clear(s.held[start:])
+	s.held = s.held[:start]
+	if s.index != nil {
+		for _, hl := range batch {
+			delete(s.index, hl.key)
+		}
+	}
+	s.maxKey = ""
+	for i := range s.held {
+		s.maxKey = max(s.maxKey, s.held[i].key)
+	}
+	s.mu.Unlock()
+	return errors.Join(err, s.releaseAll(batch))
+}
+
+// end marks the scope ended (later yields fail), waits for a yield still
+// running in another goroutine, and releases everything, newest first.
+func (s *scope) end() error {
+	if !s.ymu.TryLock() {
+		s.cancel(ErrScopeEnded) // ends the running yield's wait
+		s.ymu.Lock()
+	}
+	s.mu.Lock()
+	s.closed = true
+	held := s.held
+	s.held = nil
+	s.index = nil
+	s.mu.Unlock()
+	s.ymu.Unlock()
+	err := s.releaseAll(held)
+	s.lazyCancel.end()
+	s.rel.close()
+	return err
+}
+
+func (s *scope) releaseContext() context.Context { return &s.rel }
+
+func (s *scope) releaseAll(held []heldLock) error {
+	var errs []error
+	for i := len(held) - 1; i >= 0; i-- {
+		hl := held[i]
+		if hl.stop != nil {
+			hl.stop()
+		}
+		if err := hl.h.Release(s.releaseContext()); err != nil {
+			errs = append(errs, fmt.Errorf("caesura: release %q: %w", hl.key, err))
+		}
+	}
+	clear(held)
+	return errors.Join(errs...)
+}
+
+// result combines the function's error with what the scope knows: a failed
+// yield and a lost lock are reported even if the function dropped them.
+func (s *scope) result(fnErr, relErr error) error {
+	s.mu.Lock()
+	yieldErr, lost := s.err, s.lost
+	s.mu.Unlock()
+	if yieldErr == nil && lost == nil && relErr == nil {
+		return fnErr
+	}
+	errs := []error{fnErr}
+	if yieldErr != nil && !errors.Is(fnErr, yieldErr) {
+		errs = append(errs, yieldErr)
+	}
+	if lost != nil && !errors.Is(fnErr, ErrLockLost) {
+		errs = append(errs, lost)
+	}
+	errs = append(errs, relErr)
+	return errors.Join(errs...)
+}
+
+func (s *scope) token(key string) (uint64, bool) {
+	for c := s; c != nil; c = c.outer {
+		c.mu.Lock()
+		for i := range c.held {
+			if c.held[i].key == key {
+				h := c.held[i].h
+				c.mu.Unlock()
+				if f, ok := h.(Fenced); ok {
+					return f.Token(), true
+				}
+				return 0, false
+			}
+		}
+		c.mu.Unlock()
+	}
+	return 0, false
+}
