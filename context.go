@@ -30,7 +30,7 @@ type cancelState struct {
 type lazyCancel struct {
 	parent context.Context
 	inner  atomic.Pointer[cancelState]
-	mmu    sync.Mutex // serialises materialisation
+	mmu    sync.Mutex  // serialises materialisation
 	done   atomic.Bool // the function returned
 }
 

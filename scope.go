@@ -27,8 +27,8 @@ type scope struct {
 	maxKey  string         // the highest key in held
 	err     error          // the first failed yield's error
 	lost    error          // the first lost lock's *LostError
-	closed  bool // the function returned: yields fail
-	seen    []Lock // every lock yielded so far, kept only when restart is on
+	closed  bool           // the function returned: yields fail
+	seen    []Lock         // every lock yielded so far, kept only when restart is on
 	scratch []pending
 	buf     [2]heldLock
 	rel     releaseCtx
