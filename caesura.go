@@ -159,6 +159,15 @@ type config struct {
 const DefaultReleaseTimeout = 10 * time.Second
 
 func newConfig(opts []Option) (config, error) {
+	if len(opts) == 0 {
+		return config{releaseTimeout: DefaultReleaseTimeout}, nil
+	}
+	return applyOptions(opts)
+}
+
+// applyOptions is apart from newConfig because apply takes a pointer, which
+// moves the config to the heap: Run without options does not pay for it.
+func applyOptions(opts []Option) (config, error) {
 	cfg := config{releaseTimeout: DefaultReleaseTimeout}
 	for _, o := range opts {
 		if o == nil {

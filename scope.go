@@ -16,7 +16,7 @@ type scope struct {
 	lazyCancel // the function's context
 
 	outer *scope // the enclosing scope, found through the context; nil at the top
-	cfg   *config
+	cfg   config
 	yield Yield
 
 	ymu sync.Mutex // held by a running yield; TryLock detects a racing yield
@@ -51,7 +51,7 @@ type pending struct {
 const indexAt = 16
 
 func newScope(ctx context.Context, outer *scope, cfg *config) *scope {
-	s := &scope{outer: outer, cfg: cfg}
+	s := &scope{outer: outer, cfg: *cfg}
 	s.lazyCancel.parent = ctx
 	s.held = s.buf[:0]
 	s.rel.parent = ctx

@@ -1,13 +1,18 @@
 // Package memlock is caesura's in-process backend: named mutexes for the
 // goroutines of one process, and the embedded default.
 //
-// Waiting is FIFO per key and honours the context with no polling: a waiter
-// parks on a channel and the releaser hands the lock straight to the longest
-// waiter, so a releaser that asks again queues behind it. An uncontended
-// acquire costs one allocation (the key's entry, which is also the holder's
-// handle) and a contended one one more (the waiter's handle); parking channels
-// are reused. A key's entry exists only while the key is held or waited for,
-// so the Locker does not grow with the number of keys ever used.
+// Waiting is FIFO per key and honours the context with no polling. Each held
+// key has a channel with room for one token: acquiring sends, releasing
+// receives. Go's runtime queues blocked senders in arrival order and, when the
+// holder receives, moves the oldest waiter's token in and wakes it, so the
+// lock goes straight to the longest waiter and a releaser that asks again
+// queues behind it. A waiter selects on its context, so giving up is atomic:
+// it either got the lock or left the queue.
+//
+// An acquire costs one allocation, its handle; a key's entry and channel are
+// reused from a small free list. A key's entry exists only while the key is
+// held or waited for, so the Locker does not grow with the number of keys
+// ever used.
 //
 // Every acquisition gets a fencing token from one counter per Locker, so a
 // key's tokens only grow.
@@ -27,7 +32,10 @@ import (
 // lock's key, unless Options.Prefix says otherwise.
 const DefaultPrefix = "mem:"
 
-const shards = 64
+const (
+	shards   = 64
+	keepFree = 64 // free entries kept per shard for reuse
+)
 
 // Options configures a Locker. A zero Options is the default.
 type Options struct {
@@ -43,32 +51,29 @@ type Locker struct {
 	prefix string
 	seed   maphash.Seed
 	tokens atomic.Uint64
-	chans  sync.Pool // parking channels, buffered 1
 	shards [shards]shard
 }
 
 type shard struct {
-	mu sync.Mutex
-	m  map[string]*entry
-	_  [40]byte // keep shards on separate cache lines
+	mu   sync.Mutex
+	m    map[string]*entry
+	free []*entry
+	_    [64]byte // keep shards on separate cache lines
 }
 
-// entry is the state of one held key.
+// entry is the state of one key that is held or waited for. It is internal
+// and reused; callers only ever see tickets.
 type entry struct {
-	key     string
-	sh      *shard
-	holder  *ticket
-	waiters []*ticket // FIFO
-	first   ticket    // the handle of the acquisition that created the entry
+	ch   chan struct{} // capacity 1: full while the key is held
+	refs int           // holder and waiters, under the shard's mutex
 }
 
 // ticket is one acquisition: the Held handed to the caller.
 type ticket struct {
-	l       *Locker
-	e       *entry
-	token   uint64
-	ch      chan struct{} // set while waiting
-	granted bool          // the lock was handed to this waiter (under sh.mu)
+	m        *mutex
+	e        *entry
+	token    uint64
+	released atomic.Bool
 }
 
 // New returns a Locker.
@@ -80,7 +85,6 @@ func New(opts Options) *Locker {
 	for i := range l.shards {
 		l.shards[i].m = make(map[string]*entry)
 	}
-	l.chans.New = func() any { return make(chan struct{}, 1) }
 	return l
 }
 
@@ -112,67 +116,66 @@ func (l *Locker) shard(key string) *shard {
 	return &l.shards[maphash.String(l.seed, key)%shards]
 }
 
+// ref returns key's entry, counting the caller in.
+func (sh *shard) ref(key string) *entry {
+	sh.mu.Lock()
+	e := sh.m[key]
+	if e == nil {
+		if n := len(sh.free); n > 0 {
+			e = sh.free[n-1]
+			sh.free = sh.free[:n-1]
+		} else {
+			e = &entry{ch: make(chan struct{}, 1)}
+		}
+		sh.m[key] = e
+	}
+	e.refs++
+	sh.mu.Unlock()
+	return e
+}
+
+// unref counts the caller out of key's entry and drops the entry when nobody
+// holds or waits for the key.
+func (sh *shard) unref(key string, e *entry) {
+	sh.mu.Lock()
+	e.refs--
+	if e.refs == 0 {
+		delete(sh.m, key)
+		if len(sh.free) < keepFree {
+			sh.free = append(sh.free, e)
+		}
+	}
+	sh.mu.Unlock()
+}
+
 // Acquire waits until the lock is held or ctx is done. Waiters are served in
 // arrival order.
 func (m *mutex) Acquire(ctx context.Context) (caesura.Held, error) {
 	if err := m.check(); err != nil {
 		return nil, err
 	}
-	l := m.l
-	sh := l.shard(m.key)
-	sh.mu.Lock()
-	e := sh.m[m.key]
-	if e == nil {
-		t := l.newEntry(sh, m.key)
-		sh.mu.Unlock()
-		return t, nil
+	sh := m.l.shard(m.key)
+	e := sh.ref(m.key)
+	select {
+	case e.ch <- struct{}{}:
+		return m.held(e), nil
+	default:
 	}
 	if err := ctx.Err(); err != nil {
-		sh.mu.Unlock()
+		sh.unref(m.key, e)
 		return nil, caesura.NotAcquired(m.key, err)
 	}
-	t := &ticket{l: l, e: e, ch: l.chans.Get().(chan struct{})}
-	e.waiters = append(e.waiters, t)
-	sh.mu.Unlock()
-
 	select {
-	case <-t.ch:
-		l.chans.Put(t.ch)
-		t.ch = nil
-		return t, nil
+	case e.ch <- struct{}{}:
+		return m.held(e), nil
 	case <-ctx.Done():
-	}
-	sh.mu.Lock()
-	if t.granted {
-		// Handed over while ctx ended: take the token out of the
-		// channel and pass the lock on.
-		sh.mu.Unlock()
-		<-t.ch
-		l.chans.Put(t.ch)
-		t.ch = nil
-		_ = t.Release(context.Background())
+		sh.unref(m.key, e)
 		return nil, caesura.NotAcquired(m.key, ctx.Err())
 	}
-	for i, w := range e.waiters {
-		if w == t {
-			e.waiters = append(e.waiters[:i], e.waiters[i+1:]...)
-			break
-		}
-	}
-	sh.mu.Unlock()
-	l.chans.Put(t.ch)
-	t.ch = nil
-	return nil, caesura.NotAcquired(m.key, ctx.Err())
 }
 
-// newEntry makes key held by a new entry; sh.mu is held.
-func (l *Locker) newEntry(sh *shard, key string) *ticket {
-	e := &entry{key: key, sh: sh}
-	t := &e.first
-	t.l, t.e, t.token = l, e, l.tokens.Add(1)
-	e.holder = t
-	sh.m[key] = e
-	return t
+func (m *mutex) held(e *entry) *ticket {
+	return &ticket{m: m, e: e, token: m.l.tokens.Add(1)}
 }
 
 // TryAcquire acquires the lock if it is free, and fails at once with an error
@@ -182,12 +185,14 @@ func (m *mutex) TryAcquire(context.Context) (caesura.Held, error) {
 		return nil, err
 	}
 	sh := m.l.shard(m.key)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.m[m.key] != nil {
+	e := sh.ref(m.key)
+	select {
+	case e.ch <- struct{}{}:
+		return m.held(e), nil
+	default:
+		sh.unref(m.key, e)
 		return nil, fmt.Errorf("memlock: %q: %w", m.key, caesura.ErrNotAcquired)
 	}
-	return m.l.newEntry(sh, m.key), nil
 }
 
 // AcquireBatch acquires locks (memlock Locks of l, sorted by key) one after
@@ -220,29 +225,13 @@ func releaseAll(hs []caesura.Held, err error) error {
 func (t *ticket) Token() uint64 { return t.token }
 
 // Release gives the lock to the longest waiter, or frees the key. It returns
-// an error matching caesura.ErrNotHeld if t does not hold the lock.
+// an error matching caesura.ErrNotHeld if t released already.
 func (t *ticket) Release(context.Context) error {
-	e := t.e
-	sh := e.sh
-	sh.mu.Lock()
-	if e.holder != t {
-		sh.mu.Unlock()
-		return fmt.Errorf("memlock: release %q: %w", e.key, caesura.ErrNotHeld)
+	if !t.released.CompareAndSwap(false, true) {
+		return fmt.Errorf("memlock: release %q: %w", t.m.key, caesura.ErrNotHeld)
 	}
-	if len(e.waiters) == 0 {
-		e.holder = nil
-		delete(sh.m, e.key)
-		sh.mu.Unlock()
-		return nil
-	}
-	next := e.waiters[0]
-	e.waiters[0] = nil
-	e.waiters = e.waiters[1:]
-	next.granted = true
-	next.token = t.l.tokens.Add(1)
-	e.holder = next
-	next.ch <- struct{}{} // buffered and empty: never blocks
-	sh.mu.Unlock()
+	<-t.e.ch
+	t.m.l.shard(t.m.key).unref(t.m.key, t.e)
 	return nil
 }
 
