@@ -36,7 +36,6 @@ type scope struct {
 
 type heldLock struct {
 	key  string
-	lock Lock
 	h    Held
 	stop func() bool // stops the loss watch; nil when the Held is not Lossy
 }
@@ -77,9 +76,9 @@ func scopeFrom(ctx context.Context) *scope {
 func (s *scope) yieldLocks(locks ...Lock) error {
 	if !s.ymu.TryLock() {
 		s.mu.Lock()
-		ended := s.closed
+		closed := s.closed
 		s.mu.Unlock()
-		if ended {
+		if closed {
 			return ErrScopeEnded
 		}
 		err := ErrConcurrentYield
@@ -89,12 +88,12 @@ func (s *scope) yieldLocks(locks ...Lock) error {
 	defer s.ymu.Unlock()
 
 	s.mu.Lock()
-	ended, failed := s.closed, s.err
-	if !ended && s.cfg.restart > 0 {
+	closed, failed := s.closed, s.err
+	if !closed && s.cfg.restart > 0 {
 		s.seen = append(s.seen, locks...)
 	}
 	s.mu.Unlock()
-	if ended {
+	if closed {
 		return ErrScopeEnded
 	}
 	if failed != nil {
@@ -141,7 +140,7 @@ func (s *scope) acquire(locks []Lock) error {
 		if err != nil {
 			return err
 		}
-		s.add(key, l, h)
+		s.add(key, h)
 		return nil
 	}
 
@@ -170,7 +169,7 @@ func (s *scope) acquire(locks []Lock) error {
 			if err != nil {
 				return s.undo(start, err)
 			}
-			s.add(ps[i].key, ps[i].lock, h)
+			s.add(ps[i].key, h)
 			i++
 			continue
 		}
@@ -203,7 +202,7 @@ func (s *scope) acquire(locks []Lock) error {
 				return s.undo(start, fmt.Errorf("caesura: %T.AcquireBatch returned %d handles for %d locks", b, len(hs), len(run)))
 			}
 			for k, h := range hs {
-				s.add(ps[i+k].key, ps[i+k].lock, h)
+				s.add(ps[i+k].key, h)
 			}
 			i = j
 			continue
@@ -212,7 +211,7 @@ func (s *scope) acquire(locks []Lock) error {
 		if err != nil {
 			return s.undo(start, err)
 		}
-		s.add(ps[i].key, ps[i].lock, h)
+		s.add(ps[i].key, h)
 		i++
 	}
 	return nil
@@ -308,8 +307,8 @@ func (s *scope) count() int {
 }
 
 // add records an acquired lock and starts watching it for loss.
-func (s *scope) add(key string, l Lock, h Held) {
-	hl := heldLock{key: key, lock: l, h: h}
+func (s *scope) add(key string, h Held) {
+	hl := heldLock{key: key, h: h}
 	if lh, ok := h.(Lossy); ok {
 		if lost := lh.Lost(); lost != nil {
 			hl.stop = context.AfterFunc(lost, func() { s.onLost(key, context.Cause(lost)) })

@@ -1,0 +1,5 @@
+//go:build !race
+
+package memlock_test
+
+const raceEnabled = false
