@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Lock names one lock without acquiring it. It is what a [Yield] takes.
@@ -186,4 +187,20 @@ func (h *funcHeld) Release(ctx context.Context) error {
 		return fmt.Errorf("caesura: release %q: %w", h.key, ErrNotHeld)
 	}
 	return h.release(ctx)
+}
+
+// Inspector is implemented by a [Lock] whose backend can report the lock's
+// state without acquiring it. The caesura command's status uses it.
+type Inspector interface {
+	Lock
+	Inspect(ctx context.Context) (LockState, error)
+}
+
+// LockState is what an [Inspector] knows of a lock. Fields a backend does not
+// know are left zero.
+type LockState struct {
+	Held   bool      // someone holds the lock now
+	Since  time.Time // when the current holder acquired it
+	Token  uint64    // the current holder's fencing token (or the last issued)
+	Holder string    // who holds it, as the backend records it (for example "host pid 4711")
 }
