@@ -97,17 +97,23 @@ func run[P, R any](ctx context.Context, cfg *config, fn func(context.Context, Yi
 	var seen []Lock
 	for attempt := 1; ; attempt++ {
 		s := newScope(ctx, outer, cfg)
+		s.obs = startObserving(ctx, cfg.observers, attempt)
 		if len(seen) > 0 {
 			// A restart: take every lock seen so far up front, in order.
 			if err := s.yield(seen...); err != nil {
 				var zero R
-				return zero, s.result(nil, s.end())
+				err = s.result(nil, s.end())
+				s.obs.end(err)
+				return zero, err
 			}
 		}
 		res, err := call(s, fn, p)
 		if cfg.restart == 0 || attempt > cfg.restart || !s.restartable() {
+			s.obs.end(err)
 			return res, err
 		}
+		s.obs.emit(Event{Kind: Restart, Err: err})
+		s.obs.end(err)
 		seen = s.seenLocks()
 	}
 }
@@ -122,8 +128,10 @@ func call[P, R any](s *scope, fn func(context.Context, Yield, P) (R, error), p P
 		r := recover() // nil on runtime.Goexit: the goroutine goes on exiting
 		_ = s.end()    // a panic or Goexit has no error to join a release error to
 		if r != nil {
+			s.obs.end(fmt.Errorf("caesura: the function panicked: %v", r))
 			panic(r)
 		}
+		s.obs.end(errors.New("caesura: the function called runtime.Goexit"))
 	}()
 	res, err = fn(s, s.yield, p)
 	normal = true
@@ -152,6 +160,7 @@ type Option interface {
 type config struct {
 	restart        int
 	releaseTimeout time.Duration
+	observers      []Observer
 }
 
 // DefaultReleaseTimeout bounds the release of a scope's locks when no

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // A scope is one run of a function under Run or Serialize: it is the
@@ -30,6 +31,8 @@ type scope struct {
 	closed  bool           // the function returned: yields fail
 	seen    []Lock         // every lock yielded so far, kept only when restart is on
 	scratch []pending
+	obs     *observing // nil unless observers are configured
+	began   time.Time  // when the running yield began, kept only when observing
 	buf     [2]heldLock
 	rel     releaseCtx
 }
@@ -38,6 +41,7 @@ type heldLock struct {
 	key  string
 	h    Held
 	stop func() bool // stops the loss watch; nil when the Held is not Lossy
+	at   time.Time   // when it was acquired, kept only when observing
 }
 
 type pending struct {
@@ -123,6 +127,25 @@ func (s *scope) fail(err error) {
 
 // acquire takes every lock of one yield, or none of them.
 func (s *scope) acquire(locks []Lock) error {
+	if s.obs == nil {
+		return s.acquireLocks(locks)
+	}
+	keys := make([]string, 0, len(locks))
+	for _, l := range locks {
+		if l != nil {
+			keys = append(keys, l.Key())
+		}
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	s.began = time.Now()
+	s.obs.emit(Event{Kind: WaitStart, Keys: keys})
+	err := s.acquireLocks(locks)
+	s.obs.emit(Event{Kind: WaitEnd, Keys: keys, Wait: time.Since(s.began), Err: err})
+	return err
+}
+
+func (s *scope) acquireLocks(locks []Lock) error {
 	if len(locks) == 1 { // the common case: no sorting, no scratch space
 		l := locks[0]
 		if l == nil {
@@ -256,12 +279,12 @@ func (s *scope) take(l Lock, key, top string) (Held, error) {
 	}
 	t, ok := l.(TryLocker)
 	if !ok {
-		return nil, &OrderError{Key: key, Held: top, Err: fmt.Errorf("%T cannot be tried without waiting", l)}
+		return nil, s.refuse(&OrderError{Key: key, Held: top, Err: fmt.Errorf("%T cannot be tried without waiting", l)})
 	}
 	h, err := t.TryAcquire(s)
 	if err != nil {
 		if errors.Is(err, ErrNotAcquired) {
-			return nil, &OrderError{Key: key, Held: top, Err: err}
+			return nil, s.refuse(&OrderError{Key: key, Held: top, Err: err})
 		}
 		return nil, fmt.Errorf("caesura: try %q: %w", key, err)
 	}
@@ -269,6 +292,11 @@ func (s *scope) take(l Lock, key, top string) (Held, error) {
 		return nil, fmt.Errorf("caesura: try %q: %T.TryAcquire returned a nil Held", key, l)
 	}
 	return h, nil
+}
+
+func (s *scope) refuse(e *OrderError) error {
+	s.obs.emit(Event{Kind: Refused, Key: e.Key, Held: e.Held, Err: e})
+	return e
 }
 
 // chain reports whether key is held by this scope or an enclosing one, and
@@ -309,6 +337,14 @@ func (s *scope) count() int {
 // add records an acquired lock and starts watching it for loss.
 func (s *scope) add(key string, h Held) {
 	hl := heldLock{key: key, h: h}
+	if s.obs != nil {
+		hl.at = time.Now()
+		var tok uint64
+		if f, ok := h.(Fenced); ok {
+			tok = f.Token()
+		}
+		s.obs.emit(Event{Kind: Acquired, Key: key, Token: tok, Wait: hl.at.Sub(s.began)})
+	}
 	if lh, ok := h.(Lossy); ok {
 		if lost := lh.Lost(); lost != nil {
 			hl.stop = context.AfterFunc(lost, func() { s.onLost(key, context.Cause(lost)) })
@@ -332,6 +368,7 @@ func (s *scope) add(key string, h Held) {
 
 func (s *scope) onLost(key string, cause error) {
 	err := &LostError{Key: key, Err: cause}
+	s.obs.emit(Event{Kind: Lost, Key: key, Err: err})
 	s.mu.Lock()
 	if s.lost == nil {
 		s.lost = err
@@ -389,8 +426,13 @@ func (s *scope) releaseAll(held []heldLock) error {
 		if hl.stop != nil {
 			hl.stop()
 		}
-		if err := hl.h.Release(s.releaseContext()); err != nil {
-			errs = append(errs, fmt.Errorf("caesura: release %q: %w", hl.key, err))
+		err := hl.h.Release(s.releaseContext())
+		if err != nil {
+			err = fmt.Errorf("caesura: release %q: %w", hl.key, err)
+			errs = append(errs, err)
+		}
+		if s.obs != nil {
+			s.obs.emit(Event{Kind: Released, Key: hl.key, Hold: time.Since(hl.at), Err: err})
 		}
 	}
 	clear(held)

@@ -1,0 +1,204 @@
+package caesura
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Observer watches scopes: how long yields wait, what is acquired, held,
+// released, refused, restarted and lost. Give one to [Run] or [Serialize]
+// with [WithObserver]; [WithLogger] is an Observer that writes log/slog
+// records. The OpenTelemetry adapter (module otelcaesura) is another.
+//
+// Observers are called synchronously from the scope's goroutine (loss events
+// from the backend's), so they must be quick, must not block and must not
+// yield. With no observer configured caesura does no observing work at all.
+type Observer interface {
+	// StartScope is called when a function starts running (again, on a
+	// restart). ctx is the context given to Run. The returned ScopeObserver
+	// receives that run's events; it may be nil to ignore the run.
+	StartScope(ctx context.Context) ScopeObserver
+}
+
+// ScopeObserver receives the events of one run of a function.
+type ScopeObserver interface {
+	// Event reports one event.
+	Event(Event)
+	// End is called once, after every lock was released, with the error
+	// Run returns for this run (nil on success; on a restart, the refusal
+	// that caused it).
+	End(err error)
+}
+
+// EventKind says what happened.
+type EventKind int
+
+// The events, in the order a scope sees them.
+const (
+	WaitStart EventKind = iota + 1 // a yield starts acquiring Keys
+	Acquired                       // Key is held (Token, Wait)
+	WaitEnd                        // the yield ended (Keys, Wait, Err)
+	Refused                        // Key sorts below Held and could not be taken without waiting (Err)
+	Lost                           // Key was lost while held (Err)
+	Released                       // Key was released (Hold, Err)
+	Restart                        // the function will run again (Err is the refusal)
+)
+
+var kindNames = [...]string{"", "wait-start", "acquired", "wait-end", "refused", "lost", "released", "restart"}
+
+func (k EventKind) String() string {
+	if k > 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// Event is one observation. Fields that do not apply to its Kind are zero.
+type Event struct {
+	Kind    EventKind
+	Key     string        // the lock's key (Acquired, Refused, Lost, Released)
+	Keys    []string      // the yield's keys still to acquire, sorted (WaitStart, WaitEnd); do not keep
+	Held    string        // the highest held key (Refused)
+	Backend string        // the key's namespace: the text before its first ':' ("mem", "redis", ...)
+	Token   uint64        // fencing token, 0 if the backend issues none (Acquired)
+	Wait    time.Duration // time spent waiting (Acquired: since the yield began; WaitEnd: the whole yield)
+	Hold    time.Duration // time the lock was held (Released)
+	Attempt int           // the run's attempt, from 1
+	Err     error         // why it failed, or the cause of a loss
+}
+
+func namespace(key string) string {
+	if i := strings.IndexByte(key, ':'); i > 0 {
+		return key[:i]
+	}
+	return ""
+}
+
+// WithObserver sends the events of every run to o. Several WithObserver
+// options add observers; each sees every event.
+func WithObserver(o Observer) Option {
+	return optionFunc(func(c *config) error {
+		if o == nil {
+			return errors.New("caesura: WithObserver(nil)")
+		}
+		c.observers = append(c.observers, o)
+		return nil
+	})
+}
+
+// WithLogger logs scope events to l: waits, acquisitions and releases at
+// Debug, restarts and refusals at Info, losses and release errors at Warn.
+// Nothing is logged without this option.
+func WithLogger(l *slog.Logger) Option {
+	if l == nil {
+		return optionFunc(func(*config) error { return errors.New("caesura: WithLogger(nil)") })
+	}
+	return WithObserver(slogObserver{l})
+}
+
+type slogObserver struct{ l *slog.Logger }
+
+func (o slogObserver) StartScope(ctx context.Context) ScopeObserver {
+	return &slogScope{l: o.l, ctx: ctx}
+}
+
+type slogScope struct {
+	l   *slog.Logger
+	ctx context.Context
+}
+
+func (s *slogScope) Event(e Event) {
+	level := slog.LevelDebug
+	switch {
+	case e.Kind == Lost, e.Kind == Released && e.Err != nil:
+		level = slog.LevelWarn
+	case e.Kind == Refused, e.Kind == Restart, e.Kind == WaitEnd && e.Err != nil:
+		level = slog.LevelInfo
+	}
+	if !s.l.Enabled(s.ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 8)
+	attrs = append(attrs, slog.Int("attempt", e.Attempt))
+	if e.Key != "" {
+		attrs = append(attrs, slog.String("key", e.Key))
+	}
+	if e.Keys != nil {
+		attrs = append(attrs, slog.Any("keys", append([]string(nil), e.Keys...)))
+	}
+	if e.Backend != "" {
+		attrs = append(attrs, slog.String("backend", e.Backend))
+	}
+	if e.Held != "" {
+		attrs = append(attrs, slog.String("held", e.Held))
+	}
+	if e.Token != 0 {
+		attrs = append(attrs, slog.Uint64("token", e.Token))
+	}
+	if e.Wait != 0 {
+		attrs = append(attrs, slog.Duration("wait", e.Wait))
+	}
+	if e.Hold != 0 {
+		attrs = append(attrs, slog.Duration("hold", e.Hold))
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String("error", e.Err.Error()))
+	}
+	s.l.LogAttrs(s.ctx, level, "caesura: "+e.Kind.String(), attrs...)
+}
+
+func (s *slogScope) End(err error) {
+	if err != nil {
+		s.l.LogAttrs(s.ctx, slog.LevelDebug, "caesura: scope ended", slog.String("error", err.Error()))
+		return
+	}
+	s.l.LogAttrs(s.ctx, slog.LevelDebug, "caesura: scope ended")
+}
+
+// observing is a scope's view of its observers.
+type observing struct {
+	scopes  []ScopeObserver
+	attempt int
+}
+
+func startObserving(ctx context.Context, obs []Observer, attempt int) *observing {
+	if len(obs) == 0 {
+		return nil
+	}
+	o := &observing{attempt: attempt}
+	for _, ob := range obs {
+		if so := ob.StartScope(ctx); so != nil {
+			o.scopes = append(o.scopes, so)
+		}
+	}
+	return o
+}
+
+func (o *observing) emit(e Event) {
+	if o == nil {
+		return
+	}
+	e.Attempt = o.attempt
+	if e.Backend == "" {
+		if e.Key != "" {
+			e.Backend = namespace(e.Key)
+		} else if len(e.Keys) > 0 {
+			e.Backend = namespace(e.Keys[0])
+		}
+	}
+	for _, s := range o.scopes {
+		s.Event(e)
+	}
+}
+
+func (o *observing) end(err error) {
+	if o == nil {
+		return
+	}
+	for _, s := range o.scopes {
+		s.End(err)
+	}
+}
