@@ -93,7 +93,7 @@ func notAcquired(key string, cause error) error {
 	return fmt.Errorf("caesura: lock %q: %w", key, errors.Join(ErrNotAcquired, cause))
 }
 
-// NotAcquired returns the error a backend's Acquire should return when ctx
-// ended its wait for key: it matches [ErrNotAcquired], ctx.Err() and the
-// context's cause.
-func NotAcquired(key string, ctxErr error) error { return notAcquired(key, ctxErr) }
+// NotAcquired returns the error a backend's Acquire should return when a
+// context ended its wait for key: it matches [ErrNotAcquired] and err. Pass
+// ctx.Err(), or errors.Join(ctx.Err(), context.Cause(ctx)) to keep a cause.
+func NotAcquired(key string, err error) error { return notAcquired(key, err) }

@@ -20,7 +20,9 @@ type Lock interface {
 	// Keys must be non-empty and unique across every backend a program
 	// uses: a backend prefixes its own namespace (such as "mem:"), so
 	// two Locks with equal keys are the same lock. Key must return the
-	// same value every time.
+	// same value every time. Since a prefixed key is never empty, a
+	// backend refuses an empty name itself: its Acquire returns an error
+	// matching [ErrInvalidLock] (the conformance suite checks it).
 	Key() string
 
 	// Acquire blocks until the lock is held or ctx is done. On success it
@@ -37,7 +39,8 @@ type Held interface {
 	// still releases) and a bounded deadline. A second Release, or a
 	// Release after the lock was lost, returns an error matching
 	// [ErrNotHeld] and changes nothing: a stale holder can never release a
-	// newer holder's lock.
+	// newer holder's lock. Backends with nothing remote to do may ignore
+	// ctx.
 	Release(ctx context.Context) error
 }
 
