@@ -38,14 +38,18 @@ type Yield func(locks ...Lock) error
 // The context fn receives is cancelled when a yield fails, when a held lock is
 // lost (with a [*LostError] as its cause) and after fn returns.
 func Run(ctx context.Context, fn func(ctx context.Context, yield Yield) error, opts ...Option) error {
-	cfg, err := newConfig(opts)
-	if err != nil {
-		return err
+	cfg := &defaultConfig
+	if len(opts) > 0 {
+		c, err := newConfig(opts)
+		if err != nil {
+			return err
+		}
+		cfg = &c
 	}
 	if fn == nil {
 		return errors.New("caesura: Run: nil function")
 	}
-	_, err = run(ctx, &cfg, callPlain, fn)
+	_, err := run(ctx, cfg, callPlain, fn)
 	return err
 }
 
@@ -143,13 +147,14 @@ func (s *scope) restartable() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var oe *OrderError
-	return s.err != nil && errors.As(s.err, &oe)
+	err := s.failedLocked()
+	return err != nil && errors.As(err, &oe)
 }
 
 func (s *scope) seenLocks() []Lock {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.seen
+	return s.extra().seen
 }
 
 // Option configures [Run] and [Serialize].
@@ -167,16 +172,11 @@ type config struct {
 // [WithReleaseTimeout] is given.
 const DefaultReleaseTimeout = 10 * time.Second
 
-func newConfig(opts []Option) (config, error) {
-	if len(opts) == 0 {
-		return config{releaseTimeout: DefaultReleaseTimeout}, nil
-	}
-	return applyOptions(opts)
-}
+// defaultConfig is the configuration of a Run without options. It is never
+// written to.
+var defaultConfig = config{releaseTimeout: DefaultReleaseTimeout}
 
-// applyOptions is apart from newConfig because apply takes a pointer, which
-// moves the config to the heap: Run without options does not pay for it.
-func applyOptions(opts []Option) (config, error) {
+func newConfig(opts []Option) (config, error) {
 	cfg := config{releaseTimeout: DefaultReleaseTimeout}
 	for _, o := range opts {
 		if o == nil {

@@ -2,7 +2,6 @@ package caesura
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -30,7 +29,6 @@ type cancelState struct {
 type lazyCancel struct {
 	parent context.Context
 	inner  atomic.Pointer[cancelState]
-	mmu    sync.Mutex  // serialises materialisation
 	done   atomic.Bool // the function returned
 }
 
@@ -38,17 +36,15 @@ func (c *lazyCancel) materialize() *cancelState {
 	if in := c.inner.Load(); in != nil {
 		return in
 	}
-	c.mmu.Lock()
-	defer c.mmu.Unlock()
-	if in := c.inner.Load(); in != nil {
-		return in
-	}
 	ctx, cancel := context.WithCancelCause(c.parent)
 	in := &cancelState{ctx: ctx, cancel: cancel}
-	if c.done.Load() {
-		cancel(ErrScopeEnded)
+	if !c.inner.CompareAndSwap(nil, in) {
+		cancel(nil) // another goroutine materialised first: drop ours
+		return c.inner.Load()
 	}
-	c.inner.Store(in)
+	if c.done.Load() {
+		in.cancel(ErrScopeEnded)
+	}
 	return in
 }
 
@@ -86,38 +82,44 @@ func (c *lazyCancel) value(key any) any {
 
 // releaseCtx is the context Release gets: the function's values, none of its
 // cancellation, and a deadline that starts when a backend first asks for it
-// (the memory backend never does, so it costs nothing there).
-type releaseCtx struct {
-	parent  context.Context // the caller's context; its cancellation is dropped
-	timeout time.Duration
-	once    sync.Once
-	started atomic.Bool
-	ctx     context.Context
-	stop    context.CancelFunc
+// (the memory backend never does, so it costs nothing there). It is the
+// scope seen through another type, so handing it out allocates nothing.
+type releaseCtx scope
+
+// releaseTimer is a materialised release context.
+type releaseTimer struct {
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 func (r *releaseCtx) get() context.Context {
-	r.once.Do(func() {
-		r.ctx, r.stop = context.WithTimeout(context.WithoutCancel(r.parent), r.timeout)
-		r.started.Store(true)
-	})
-	return r.ctx
+	if t := r.timer.Load(); t != nil {
+		return t.ctx
+	}
+	ctx, stop := context.WithTimeout(context.WithoutCancel(r.lazyCancel.parent), r.cfg.releaseTimeout)
+	t := &releaseTimer{ctx: ctx, stop: stop}
+	if !r.timer.CompareAndSwap(nil, t) {
+		stop()
+		return r.timer.Load().ctx
+	}
+	return ctx
 }
 
 func (r *releaseCtx) Deadline() (time.Time, bool) { return r.get().Deadline() }
 func (r *releaseCtx) Done() <-chan struct{}       { return r.get().Done() }
 func (r *releaseCtx) Err() error {
-	if !r.started.Load() {
-		return nil
+	if t := r.timer.Load(); t != nil {
+		return t.ctx.Err()
 	}
-	return r.get().Err()
+	return nil
 }
-func (r *releaseCtx) Value(key any) any { return r.parent.Value(key) }
+func (r *releaseCtx) Value(key any) any { return r.lazyCancel.parent.Value(key) }
 
-// close frees the timer, if a backend started one.
-func (r *releaseCtx) close() {
-	r.once.Do(func() {}) // no later materialisation
-	if r.started.Load() {
-		r.stop()
+// closeRelease frees the timer, if a backend started one. A backend that asks
+// for the context after the scope ended gets a fresh one whose timer the
+// garbage collector frees.
+func (s *scope) closeRelease() {
+	if t := s.timer.Load(); t != nil {
+		t.stop()
 	}
 }

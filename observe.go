@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -162,6 +163,32 @@ func (s *slogScope) End(err error) {
 type observing struct {
 	scopes  []ScopeObserver
 	attempt int
+	began   time.Time            // when the running yield began
+	mu      sync.Mutex           // guards since (Lost comes from other goroutines)
+	since   map[string]time.Time // when each held key was acquired
+}
+
+func (o *observing) acquired(key string, h Held) {
+	now := time.Now()
+	o.mu.Lock()
+	if o.since == nil {
+		o.since = make(map[string]time.Time)
+	}
+	o.since[key] = now
+	o.mu.Unlock()
+	var tok uint64
+	if f, ok := h.(Fenced); ok {
+		tok = f.Token()
+	}
+	o.emit(Event{Kind: Acquired, Key: key, Token: tok, Wait: now.Sub(o.began)})
+}
+
+func (o *observing) released(key string, err error) {
+	o.mu.Lock()
+	at := o.since[key]
+	delete(o.since, key)
+	o.mu.Unlock()
+	o.emit(Event{Kind: Released, Key: key, Hold: time.Since(at), Err: err})
 }
 
 func startObserving(ctx context.Context, obs []Observer, attempt int) *observing {

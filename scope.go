@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,32 +17,64 @@ import (
 type scope struct {
 	lazyCancel // the function's context
 
-	outer *scope // the enclosing scope, found through the context; nil at the top
-	cfg   config
+	outer *scope  // the enclosing scope, found through the context; nil at the top
+	cfg   *config // shared by every run of a Run or Serialize call site
 	yield Yield
+	obs   *observing // nil unless observers are configured
 
 	ymu sync.Mutex // held by a running yield; TryLock detects a racing yield
 
-	mu      sync.Mutex // guards what follows
-	held    []heldLock
-	index   map[string]int // key -> position in held, kept once held grows large
-	maxKey  string         // the highest key in held
-	err     error          // the first failed yield's error
-	lost    error          // the first lost lock's *LostError
-	closed  bool           // the function returned: yields fail
+	timer atomic.Pointer[releaseTimer] // the release context's, once a backend asked
+
+	mu     sync.Mutex // guards what follows
+	held   []heldLock
+	maxKey string  // the highest key in held
+	fault  *faults // nil until a yield fails or a lock is lost
+	closed bool    // the function returned: yields fail
+	more   *scopeMore
+	buf    [1]heldLock
+}
+
+// faults are what went wrong in a scope; the first of each kind is kept.
+type faults struct {
+	err  error // the first failed yield's error
+	lost error // the first lost lock's *LostError
+}
+
+func (s *scope) faultsLocked() *faults {
+	if s.fault == nil {
+		s.fault = &faults{}
+	}
+	return s.fault
+}
+
+// failed returns the first failed yield's error; s.mu is held.
+func (s *scope) failedLocked() error {
+	if s.fault == nil {
+		return nil
+	}
+	return s.fault.err
+}
+
+// scopeMore is what only scopes with many locks, several locks in one yield
+// or restarts need: kept apart so that the common scope is small.
+type scopeMore struct {
+	index   map[string]int // key -> position in held, once held grows large
 	seen    []Lock         // every lock yielded so far, kept only when restart is on
 	scratch []pending
-	obs     *observing // nil unless observers are configured
-	began   time.Time  // when the running yield began, kept only when observing
-	buf     [2]heldLock
-	rel     releaseCtx
+}
+
+func (s *scope) extra() *scopeMore {
+	if s.more == nil {
+		s.more = &scopeMore{}
+	}
+	return s.more
 }
 
 type heldLock struct {
 	key  string
 	h    Held
 	stop func() bool // stops the loss watch; nil when the Held is not Lossy
-	at   time.Time   // when it was acquired, kept only when observing
 }
 
 type pending struct {
@@ -54,11 +87,9 @@ type pending struct {
 const indexAt = 16
 
 func newScope(ctx context.Context, outer *scope, cfg *config) *scope {
-	s := &scope{outer: outer, cfg: *cfg}
+	s := &scope{outer: outer, cfg: cfg}
 	s.lazyCancel.parent = ctx
 	s.held = s.buf[:0]
-	s.rel.parent = ctx
-	s.rel.timeout = cfg.releaseTimeout
 	s.yield = s.yieldLocks
 	return s
 }
@@ -92,9 +123,10 @@ func (s *scope) yieldLocks(locks ...Lock) error {
 	defer s.ymu.Unlock()
 
 	s.mu.Lock()
-	closed, failed := s.closed, s.err
+	closed, failed := s.closed, s.failedLocked()
 	if !closed && s.cfg.restart > 0 {
-		s.seen = append(s.seen, locks...)
+		m := s.extra()
+		m.seen = append(m.seen, locks...)
 	}
 	s.mu.Unlock()
 	if closed {
@@ -118,8 +150,8 @@ func (s *scope) yieldLocks(locks ...Lock) error {
 // fail records a yield's error and cancels the function's context with it.
 func (s *scope) fail(err error) {
 	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
+	if f := s.faultsLocked(); f.err == nil {
+		f.err = err
 	}
 	s.mu.Unlock()
 	s.cancel(err)
@@ -138,10 +170,10 @@ func (s *scope) acquire(locks []Lock) error {
 	}
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
-	s.began = time.Now()
+	s.obs.began = time.Now()
 	s.obs.emit(Event{Kind: WaitStart, Keys: keys})
 	err := s.acquireLocks(locks)
-	s.obs.emit(Event{Kind: WaitEnd, Keys: keys, Wait: time.Since(s.began), Err: err})
+	s.obs.emit(Event{Kind: WaitEnd, Keys: keys, Wait: time.Since(s.obs.began), Err: err})
 	return err
 }
 
@@ -243,7 +275,8 @@ func (s *scope) acquireLocks(locks []Lock) error {
 // sorted validates locks and returns them sorted by key without duplicates,
 // in scratch space the scope reuses.
 func (s *scope) sorted(locks []Lock) ([]pending, error) {
-	ps := s.scratch[:0]
+	m := s.extra()
+	ps := m.scratch[:0]
 	for i, l := range locks {
 		if l == nil {
 			return nil, fmt.Errorf("caesura: yield: %w: Lock %d of %d is nil", ErrInvalidLock, i+1, len(locks))
@@ -254,7 +287,7 @@ func (s *scope) sorted(locks []Lock) ([]pending, error) {
 		}
 		ps = append(ps, pending{key: key, lock: l})
 	}
-	s.scratch = ps[:0]
+	m.scratch = ps[:0]
 	return sortPending(ps), nil
 }
 
@@ -316,8 +349,8 @@ func (s *scope) chain(key string) (held bool, top string) {
 }
 
 func (s *scope) holdsLocked(key string) bool {
-	if s.index != nil {
-		_, ok := s.index[key]
+	if s.more != nil && s.more.index != nil {
+		_, ok := s.more.index[key]
 		return ok
 	}
 	for i := range s.held {
@@ -338,12 +371,7 @@ func (s *scope) count() int {
 func (s *scope) add(key string, h Held) {
 	hl := heldLock{key: key, h: h}
 	if s.obs != nil {
-		hl.at = time.Now()
-		var tok uint64
-		if f, ok := h.(Fenced); ok {
-			tok = f.Token()
-		}
-		s.obs.emit(Event{Kind: Acquired, Key: key, Token: tok, Wait: hl.at.Sub(s.began)})
+		s.obs.acquired(key, h)
 	}
 	if lh, ok := h.(Lossy); ok {
 		if lost := lh.Lost(); lost != nil {
@@ -352,12 +380,13 @@ func (s *scope) add(key string, h Held) {
 	}
 	s.mu.Lock()
 	s.held = append(s.held, hl)
-	if s.index != nil {
-		s.index[key] = len(s.held) - 1
+	if s.more != nil && s.more.index != nil {
+		s.more.index[key] = len(s.held) - 1
 	} else if len(s.held) > indexAt {
-		s.index = make(map[string]int, 2*len(s.held))
+		m := s.extra()
+		m.index = make(map[string]int, 2*len(s.held))
 		for i := range s.held {
-			s.index[s.held[i].key] = i
+			m.index[s.held[i].key] = i
 		}
 	}
 	if key > s.maxKey {
@@ -370,8 +399,8 @@ func (s *scope) onLost(key string, cause error) {
 	err := &LostError{Key: key, Err: cause}
 	s.obs.emit(Event{Kind: Lost, Key: key, Err: err})
 	s.mu.Lock()
-	if s.lost == nil {
-		s.lost = err
+	if f := s.faultsLocked(); f.lost == nil {
+		f.lost = err
 	}
 	s.mu.Unlock()
 	s.cancel(err)
@@ -384,9 +413,9 @@ func (s *scope) undo(start int, err error) error {
 	batch := slices.Clone(s.held[start:])
 	clear(s.held[start:])
 	s.held = s.held[:start]
-	if s.index != nil {
+	if s.more != nil && s.more.index != nil {
 		for _, hl := range batch {
-			delete(s.index, hl.key)
+			delete(s.more.index, hl.key)
 		}
 	}
 	s.maxKey = ""
@@ -408,16 +437,18 @@ func (s *scope) end() error {
 	s.closed = true
 	held := s.held
 	s.held = nil
-	s.index = nil
+	if s.more != nil {
+		s.more.index = nil
+	}
 	s.mu.Unlock()
 	s.ymu.Unlock()
 	err := s.releaseAll(held)
 	s.lazyCancel.end()
-	s.rel.close()
+	s.closeRelease()
 	return err
 }
 
-func (s *scope) releaseContext() context.Context { return &s.rel }
+func (s *scope) releaseContext() context.Context { return (*releaseCtx)(s) }
 
 func (s *scope) releaseAll(held []heldLock) error {
 	var errs []error
@@ -432,7 +463,7 @@ func (s *scope) releaseAll(held []heldLock) error {
 			errs = append(errs, err)
 		}
 		if s.obs != nil {
-			s.obs.emit(Event{Kind: Released, Key: hl.key, Hold: time.Since(hl.at), Err: err})
+			s.obs.released(hl.key, err)
 		}
 	}
 	clear(held)
@@ -443,7 +474,10 @@ func (s *scope) releaseAll(held []heldLock) error {
 // yield and a lost lock are reported even if the function dropped them.
 func (s *scope) result(fnErr, relErr error) error {
 	s.mu.Lock()
-	yieldErr, lost := s.err, s.lost
+	var yieldErr, lost error
+	if s.fault != nil {
+		yieldErr, lost = s.fault.err, s.fault.lost
+	}
 	s.mu.Unlock()
 	if yieldErr == nil && lost == nil && relErr == nil {
 		return fnErr
