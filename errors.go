@@ -57,6 +57,7 @@ type OrderError struct {
 
 var _ error = (*OrderError)(nil)
 
+// Error names both keys.
 func (e *OrderError) Error() string {
 	return fmt.Sprintf("caesura: lock %q sorts below held lock %q and could not be taken without waiting (%v): waiting would risk deadlock", e.Key, e.Held, e.Err)
 }
@@ -73,6 +74,7 @@ type LostError struct {
 
 var _ error = (*LostError)(nil)
 
+// Error names the key and the reason.
 func (e *LostError) Error() string {
 	if e.Err == nil {
 		return fmt.Sprintf("caesura: lock %q lost", e.Key)

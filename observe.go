@@ -50,6 +50,7 @@ const (
 
 var kindNames = [...]string{"", "wait-start", "acquired", "wait-end", "refused", "lost", "released", "restart"}
 
+// String returns the kind's name as it appears in log records.
 func (k EventKind) String() string {
 	if k > 0 && int(k) < len(kindNames) {
 		return kindNames[k]
