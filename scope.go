@@ -122,11 +122,24 @@ func (s *scope) yieldLocks(locks ...Lock) error {
 	}
 	defer s.ymu.Unlock()
 
+	// The one-lock case reads its key before taking s.mu (Key is the
+	// caller's code) so that one critical section checks the scope's state
+	// and whether the scope holds the key.
+	var key string
+	one := len(locks) == 1 && locks[0] != nil
+	if one {
+		key = locks[0].Key()
+	}
 	s.mu.Lock()
 	closed, failed := s.closed, s.failedLocked()
 	if !closed && s.cfg.restart > 0 {
 		m := s.extra()
 		m.seen = append(m.seen, locks...)
+	}
+	var held bool
+	var top string
+	if one && key != "" {
+		held, top = s.holdsLocked(key), s.maxKey
 	}
 	s.mu.Unlock()
 	if closed {
@@ -140,11 +153,25 @@ func (s *scope) yieldLocks(locks ...Lock) error {
 		s.fail(err)
 		return err
 	}
-	if err := s.acquire(locks); err != nil {
-		s.fail(err)
-		return err
+	var err error
+	switch {
+	case one && key != "" && s.outer == nil && s.obs == nil:
+		// The common case: one lock, no enclosing scope, nobody observing.
+		if held {
+			return nil
+		}
+		var h Held
+		if h, err = s.take(locks[0], key, top); err == nil {
+			s.add(key, h)
+			return nil
+		}
+	default:
+		if err = s.acquire(locks); err == nil {
+			return nil
+		}
 	}
-	return nil
+	s.fail(err)
+	return err
 }
 
 // fail records a yield's error and cancels the function's context with it.

@@ -66,6 +66,7 @@ type shard struct {
 type entry struct {
 	ch   chan struct{} // capacity 1: full while the key is held
 	refs int           // holder and waiters, under the shard's mutex
+	sh   *shard        // the shard whose map and free list it lives in
 }
 
 // ticket is one acquisition: the Held handed to the caller.
@@ -125,7 +126,7 @@ func (sh *shard) ref(key string) *entry {
 			e = sh.free[n-1]
 			sh.free = sh.free[:n-1]
 		} else {
-			e = &entry{ch: make(chan struct{}, 1)}
+			e = &entry{ch: make(chan struct{}, 1), sh: sh}
 		}
 		sh.m[key] = e
 	}
@@ -231,7 +232,7 @@ func (t *ticket) Release(context.Context) error {
 		return fmt.Errorf("memlock: release %q: %w", t.m.key, caesura.ErrNotHeld)
 	}
 	<-t.e.ch
-	t.m.l.shard(t.m.key).unref(t.m.key, t.e)
+	t.e.sh.unref(t.m.key, t.e)
 	return nil
 }
 
