@@ -717,3 +717,63 @@ func TestNoDeadlockAcrossYields(t *testing.T) {
 		t.Fatalf("%d keys held after all runs", e.ml.Len())
 	}
 }
+
+// countingBatcher batches memlock locks and counts its calls.
+type countingBatcher struct {
+	ml                *memlock.Locker
+	acquires, batches atomic.Int32
+}
+
+type batchLock struct {
+	b    *countingBatcher
+	name string
+}
+
+func (l batchLock) Key() string { return "mem:" + l.name }
+func (l batchLock) Acquire(ctx context.Context) (caesura.Held, error) {
+	return l.b.ml.Mutex(l.name).Acquire(ctx)
+}
+func (l batchLock) Batcher() caesura.Batcher { return l.b }
+
+func (b *countingBatcher) AcquireBatch(ctx context.Context, ls []caesura.Lock) ([]caesura.Held, error) {
+	b.acquires.Add(1)
+	var hs []caesura.Held
+	for _, l := range ls {
+		h, err := l.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		hs = append(hs, h)
+	}
+	return hs, nil
+}
+
+func (b *countingBatcher) ReleaseBatch(ctx context.Context, hs []caesura.Held) error {
+	b.batches.Add(1)
+	var errs []error
+	for _, h := range hs {
+		errs = append(errs, h.Release(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// A run of locks from one Batcher is acquired in one call and, when the
+// Batcher can, released in one call; other locks around it one by one.
+func TestBatchAcquireAndRelease(t *testing.T) {
+	ml := memlock.New(memlock.Options{})
+	b := &countingBatcher{ml: ml}
+	err := caesura.Run(ctxT(t), func(ctx context.Context, yield caesura.Yield) error {
+		return yield(batchLock{b, "c"}, batchLock{b, "a"}, ml.Mutex("b0"), batchLock{b, "d"}, batchLock{b, "e"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sorted: mem:a (batch of one: plain Acquire), mem:b0 (memlock's own
+	// batcher), mem:c mem:d mem:e (one batch).
+	if a, r := b.acquires.Load(), b.batches.Load(); a != 1 || r != 1 {
+		t.Fatalf("AcquireBatch called %d times, ReleaseBatch %d times; want 1 and 1", a, r)
+	}
+	if ml.Len() != 0 {
+		t.Fatalf("%d keys held after Run", ml.Len())
+	}
+}

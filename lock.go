@@ -75,6 +75,16 @@ type Batcher interface {
 	AcquireBatch(ctx context.Context, locks []Lock) ([]Held, error)
 }
 
+// BatchReleaser is implemented by a [Batcher] that can also release several
+// of the Helds it returned in one call. The core releases a run of Helds
+// acquired through the same BatchReleaser with one ReleaseBatch call.
+type BatchReleaser interface {
+	Batcher
+	// ReleaseBatch releases every Held in helds, as Release would each. It
+	// tries all of them even when some fail, and reports the failures.
+	ReleaseBatch(ctx context.Context, helds []Held) error
+}
+
 // Fenced is implemented by a [Held] that carries a fencing token: a number
 // that is higher for every later acquisition of the same key. Storage that
 // remembers the highest token it has seen, and rejects writes with a lower

@@ -72,9 +72,10 @@ func (s *scope) extra() *scopeMore {
 }
 
 type heldLock struct {
-	key  string
-	h    Held
-	stop func() bool // stops the loss watch; nil when the Held is not Lossy
+	key   string
+	h     Held
+	stop  func() bool   // stops the loss watch; nil when the Held is not Lossy
+	batch BatchReleaser // set when a batch acquired it and can release in one call
 }
 
 type pending struct {
@@ -283,8 +284,9 @@ func (s *scope) acquireLocks(locks []Lock) error {
 				}
 				return s.undo(start, fmt.Errorf("caesura: %T.AcquireBatch returned %d handles for %d locks", b, len(hs), len(run)))
 			}
+			br, _ := b.(BatchReleaser)
 			for k, h := range hs {
-				s.add(ps[i+k].key, h)
+				s.addFrom(ps[i+k].key, h, br)
 			}
 			i = j
 			continue
@@ -395,8 +397,10 @@ func (s *scope) count() int {
 }
 
 // add records an acquired lock and starts watching it for loss.
-func (s *scope) add(key string, h Held) {
-	hl := heldLock{key: key, h: h}
+func (s *scope) add(key string, h Held) { s.addFrom(key, h, nil) }
+
+func (s *scope) addFrom(key string, h Held, br BatchReleaser) {
+	hl := heldLock{key: key, h: h, batch: br}
 	if s.obs != nil {
 		s.obs.acquired(key, h)
 	}
@@ -479,19 +483,46 @@ func (s *scope) releaseContext() context.Context { return (*releaseCtx)(s) }
 
 func (s *scope) releaseAll(held []heldLock) error {
 	var errs []error
-	for i := len(held) - 1; i >= 0; i-- {
-		hl := held[i]
-		if hl.stop != nil {
-			hl.stop()
+	for i := len(held) - 1; i >= 0; {
+		// A run of locks one BatchReleaser acquired goes back in one call.
+		j := i
+		if br := held[i].batch; br != nil {
+			for j > 0 && held[j-1].batch == br {
+				j--
+			}
 		}
-		err := hl.h.Release(s.releaseContext())
-		if err != nil {
-			err = fmt.Errorf("caesura: release %q: %w", hl.key, err)
-			errs = append(errs, err)
+		for k := i; k >= j; k-- {
+			if held[k].stop != nil {
+				held[k].stop()
+			}
 		}
-		if s.obs != nil {
-			s.obs.released(hl.key, err)
+		if j < i {
+			hs := make([]Held, 0, i-j+1)
+			for k := i; k >= j; k-- {
+				hs = append(hs, held[k].h)
+			}
+			err := held[i].batch.ReleaseBatch(s.releaseContext(), hs)
+			if err != nil {
+				err = fmt.Errorf("caesura: release %d locks from %q to %q: %w", i-j+1, held[j].key, held[i].key, err)
+				errs = append(errs, err)
+			}
+			for k := i; k >= j; k-- {
+				if s.obs != nil {
+					s.obs.released(held[k].key, err)
+				}
+			}
+		} else {
+			hl := held[i]
+			err := hl.h.Release(s.releaseContext())
+			if err != nil {
+				err = fmt.Errorf("caesura: release %q: %w", hl.key, err)
+				errs = append(errs, err)
+			}
+			if s.obs != nil {
+				s.obs.released(hl.key, err)
+			}
 		}
+		i = j - 1
 	}
 	clear(held)
 	return errors.Join(errs...)

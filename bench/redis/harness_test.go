@@ -1,0 +1,210 @@
+package redisbench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sys/unix"
+)
+
+// server is a redis-server of the benchmark's own on an ephemeral port.
+type server struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+func startServer(tb testing.TB) *server {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		msg := "redis-server not found on PATH: apt-get install redis-server"
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
+	}
+	dir := tb.TempDir()
+	for attempt := 0; attempt < 5; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+			"--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+		if err := cmd.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		s := &server{addr: "127.0.0.1:" + strconv.Itoa(port), cmd: cmd}
+		c := redis.NewClient(&redis.Options{Addr: s.addr})
+		ok := false
+		for range 200 {
+			if c.Ping(context.Background()).Err() == nil {
+				ok = true
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		c.Close()
+		if ok {
+			tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			return s
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	tb.Fatal("redis-server did not start")
+	return nil
+}
+
+// counter counts the commands a client sends (a pipeline counts each).
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		switch cmd.Name() {
+		case "hello", "client", "ping":
+		default:
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+func (s *server) client(tb testing.TB, cnt *counter) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.addr, PoolSize: 32})
+	if cnt != nil {
+		c.AddHook(cnt)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// mono is CLOCK_MONOTONIC in ns: comparable across processes.
+func mono() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// record is one acquisition: worker, lock call start and return, unlock
+// call start and return (mono ns).
+type record struct {
+	w                           int
+	lock, got, unlock, unlocked int64
+}
+
+func (r record) String() string {
+	return fmt.Sprintf("%d %d %d %d %d", r.w, r.lock, r.got, r.unlock, r.unlocked)
+}
+
+func parseRecord(s string) (record, bool) {
+	f := strings.Fields(s)
+	if len(f) != 5 {
+		return record{}, false
+	}
+	var v [5]int64
+	for i := range f {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return record{}, false
+		}
+		v[i] = n
+	}
+	return record{int(v[0]), v[1], v[2], v[3], v[4]}, true
+}
+
+// stats are the contention measures of measured-peers.md.
+type stats struct {
+	acqPerSec              float64
+	handoffP50, handoffP99 time.Duration // to a different worker
+	allP50                 time.Duration
+	selfFrac               float64
+	waitMax                time.Duration
+	minShare, maxShare     int
+	maxShareRatio          float64
+	n                      int
+}
+
+func analyze(rs []record, workers int) stats {
+	slices.SortFunc(rs, func(a, b record) int { return int(a.got - b.got) })
+	var other, all []time.Duration
+	self := 0
+	per := make([]int, workers)
+	var waitMax time.Duration
+	for i, r := range rs {
+		per[r.w]++
+		waitMax = max(waitMax, time.Duration(r.got-r.lock))
+		if i == 0 {
+			continue
+		}
+		d := time.Duration(r.got - rs[i-1].unlock)
+		all = append(all, d)
+		if r.w == rs[i-1].w {
+			self++
+		} else {
+			other = append(other, d)
+		}
+	}
+	pct := func(ds []time.Duration, p float64) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		slices.Sort(ds)
+		return ds[min(len(ds)-1, int(p*float64(len(ds))))]
+	}
+	st := stats{n: len(rs), handoffP50: pct(other, 0.5), handoffP99: pct(other, 0.99), allP50: pct(all, 0.5),
+		selfFrac: float64(self) / float64(max(1, len(rs)-1)), waitMax: waitMax,
+		minShare: slices.Min(per), maxShare: slices.Max(per)}
+	st.maxShareRatio = float64(st.maxShare) / (float64(len(rs)) / float64(workers))
+	if len(rs) > 1 {
+		st.acqPerSec = float64(len(rs)-1) / time.Duration(rs[len(rs)-1].got-rs[0].got).Seconds()
+	}
+	return st
+}
+
+func (st stats) report(b *testing.B, cmdsPerAcq float64) {
+	b.ReportMetric(st.acqPerSec, "acq/s")
+	b.ReportMetric(float64(st.handoffP50.Microseconds()), "handoff-other-p50-µs")
+	b.ReportMetric(float64(st.handoffP99.Microseconds()), "handoff-other-p99-µs")
+	b.ReportMetric(st.selfFrac, "self-reacquire")
+	b.ReportMetric(float64(st.waitMax.Microseconds())/1000, "max-wait-ms")
+	b.ReportMetric(st.maxShareRatio, "max-share/fair")
+	b.ReportMetric(cmdsPerAcq, "cmds/acq")
+	b.Logf("%d acquisitions, per worker %d-%d, all hand-offs p50 %v", st.n, st.minShare, st.maxShare, st.allP50)
+}
+
+// readRecords reads worker output lines until EOF.
+func readRecords(sc *bufio.Scanner, out *[]record, cmds *int64) {
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, "cmds "); ok {
+			n, _ := strconv.ParseInt(rest, 10, 64)
+			*cmds += n
+			continue
+		}
+		if r, ok := parseRecord(line); ok {
+			*out = append(*out, r)
+		}
+	}
+}

@@ -1,0 +1,28 @@
+package redislock_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/caesura-go/caesura"
+	"github.com/caesura-go/caesura/locktest"
+	"github.com/caesura-go/caesura/redislock"
+)
+
+func TestConformance(t *testing.T) {
+	s := startServer(t)
+	// A short TTL so that Lose (deleting the key) is noticed at the next
+	// renewal, within a second.
+	l := s.locker(t, &redislock.Options{TTL: time.Second})
+	c := s.client(t)
+	locktest.Run(t, locktest.Harness{
+		Lock: func(name string) caesura.Lock { return l.Mutex(name) },
+		Lose: func(t *testing.T, name string) {
+			if err := c.Del(context.Background(), l.Mutex(name).Key()).Err(); err != nil {
+				t.Fatal(err)
+			}
+		},
+		HandOff: 5 * time.Second,
+	})
+}

@@ -1,0 +1,91 @@
+// Package redislock is the Redis backend of caesura: leased locks with
+// background renewal and a loss signal, FIFO waiting woken by server push,
+// all-or-nothing multi-key acquisition in one round trip, and fencing tokens.
+// It works with any go-redis v9 client (standalone, Sentinel failover,
+// Cluster) through the narrow [Client] interface.
+//
+//	rl, err := redislock.New(client, nil) // nil: the defaults
+//	defer rl.Close()
+//	err = caesura.Run(ctx, func(ctx context.Context, yield caesura.Yield) error {
+//		return yield(rl.Mutex("account:"+from), rl.Mutex("account:"+to))
+//	})
+//
+// # Guarantees
+//
+//   - Ownership: every acquisition has its own random 128-bit token. Release
+//     and renewal are Lua scripts that compare the token first, so a stale
+//     holder can never release or extend a newer holder's lock; its Release
+//     returns an error matching [caesura.ErrNotHeld].
+//   - Leases: a lock lives for [Options.TTL] (10s by default) unless renewed.
+//     A held lock is renewed every TTL/3. Its validity is measured with the
+//     monotonic clock from before the request was sent and ends Drift
+//     before the lease could expire on the server. If renewal finds the lock
+//     gone or owned by another token ([ErrStolen]), or cannot get an answer
+//     before the validity ends ([ErrLeaseExpired]), the Held's Lost context
+//     is cancelled with a [*caesura.LostError], and the core cancels the
+//     function's context: before Redis could give the key to anyone else,
+//     provided clocks do not drift by more than Drift over a TTL.
+//   - Waiting is fair and pushed: a waiter that finds the lock taken joins
+//     the lock's FIFO queue (kept in Redis, so waiters of every process share
+//     it). Release hands the lock straight to the head waiter and publishes
+//     one message on the Locker's channel; the waiter is done when it reads
+//     it, without another round trip, and a releaser that asks again queues
+//     behind the others. All waiters of a Locker share one subscription.
+//     Every waiter also re-checks after [Options.Recheck] (1s) or when the
+//     holder's lease ends, whichever is sooner, so a lost message costs at
+//     most Recheck and a crashed holder at most its remaining lease. A waiter
+//     that stops re-checking (a crashed process) drops out of the queue after
+//     3×Recheck+1s. The subscription is confirmed before a waiter queues, so
+//     a release cannot slip between the check and the subscription; after a
+//     reconnection every waiter re-checks.
+//   - Batches: [Locker.AcquireBatch] takes a sorted run of this Locker's keys
+//     all-or-nothing in one script call; [Locker.ReleaseBatch] frees them in
+//     one. While it waits a batch holds no key above the one it waits for
+//     (keys handed to it above that are handed on at once) and queues for
+//     that one key only, so batches keep the global order and cannot
+//     deadlock one another. In Redis Cluster, keys in one call must share a
+//     hash slot: consecutive keys that share a slot (give them a common hash
+//     tag, as in "{order:42}:lines" and "{order:42}:total") go in one call,
+//     and the runs are taken one after another in key order.
+//   - Fencing: [Held.Token] is taken from a per-key counter incremented in
+//     the same script as the acquisition. It never goes back, also after the
+//     lease expired, for as long as Redis keeps the key's data.
+//   - Errors: a taken lock (TryAcquire) matches [caesura.ErrNotAcquired]; a
+//     wait ended by the context matches it and the context's error; Redis
+//     unreachable or failing matches [ErrUnavailable] (and not
+//     ErrNotAcquired). A waiter that gives up leaves the queue and hands on
+//     any key it was handed meanwhile.
+//
+// # Redlock
+//
+// [NewRedlock] gives the same API on N independent Redis masters: an
+// acquisition needs a quorum of N/2+1 within its validity (TTL minus the
+// attempt's time minus Drift), and gives back whatever it got when it falls
+// short; renewal needs the quorum too. Its waiters re-try with a randomized
+// backoff (1ms doubling to 50ms, bounded by the holder's remaining lease)
+// rather than the FIFO hand-off, and its Helds ([*RedlockHeld]) carry no
+// fencing token. The usual caveats of Redlock apply (Kleppmann): it assumes
+// bounded clock drift and pauses.
+//
+// # Layout in Redis
+//
+// A lock is one hash at Prefix+name with the fields owner, until (server
+// time, ms), fence and q (the queue). Lease times are judged by the server's
+// clock (TIME inside the scripts), as PEXPIRE would be. The hash is not
+// deleted when the lock is free, because it keeps the fencing counter: one
+// small hash stays per lock name ever used. Requires Redis 6.2 or later.
+//
+// # Non-guarantees
+//
+//   - A lease can end while its holder is paused (GC, a stopped VM, a slow
+//     network) longer than the drift margin: the Lost signal then comes too
+//     late to stop work already under way. Only storage that checks the
+//     fencing token makes such a stale holder harmless.
+//   - Redis replication is asynchronous: after a failover (Sentinel,
+//     Cluster) a lock acquired just before it may be missing on the new
+//     primary, and fencing counters may go back with the lost writes. A
+//     restart without persistence forgets every lock and counter; holders
+//     then see [ErrStolen] at their next renewal.
+//   - The queue is fair among waiters that keep re-checking; TryAcquire
+//     never jumps it (a free lock with waiters goes to the head waiter).
+package redislock

@@ -1,0 +1,615 @@
+package redislock
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caesura-go/caesura"
+	"github.com/redis/go-redis/v9"
+)
+
+// Client is the part of a go-redis v9 client that the backend uses: scripts
+// and one pub/sub subscription. Every [redis.UniversalClient] (*redis.Client,
+// *redis.ClusterClient, a Sentinel failover client) implements it.
+type Client interface {
+	redis.Scripter
+	Subscribe(ctx context.Context, channels ...string) *redis.PubSub
+}
+
+// Defaults used for the zero fields of [Options].
+const (
+	DefaultPrefix  = "caesura:redis:"
+	DefaultTTL     = 10 * time.Second
+	DefaultRecheck = time.Second
+)
+
+// Options configure a [Locker]. A zero Options (or nil) gives the defaults.
+type Options struct {
+	// Prefix is put before every lock name to form its Redis key and its
+	// caesura key; it also names the pub/sub channel (Prefix + "grants").
+	// Zero means DefaultPrefix. Lockers that share locks must share it.
+	Prefix string
+
+	// TTL is the lease: how long Redis keeps a lock whose holder stopped
+	// renewing it (a crashed process). Held locks are renewed every TTL/3.
+	// Zero means DefaultTTL; it must be at least 30ms otherwise.
+	TTL time.Duration
+
+	// Drift is the safety margin for clock drift and scheduling: a holder
+	// considers its lease valid until TTL - Drift after it sent the
+	// request, and signals loss then if it could not renew. Zero means
+	// TTL/100 + 2ms; it must be below TTL/3.
+	Drift time.Duration
+
+	// Recheck bounds how long a waiter trusts the push notification: it
+	// re-checks the lock at least this often (and when the holder's lease
+	// ends), so a lost message costs at most Recheck. Zero means
+	// DefaultRecheck; it is lowered to TTL/4 if above.
+	Recheck time.Duration
+}
+
+// Locker is a Redis lock backend: it names locks ([Locker.Mutex]) and
+// acquires runs of them in one script call ([Locker.AcquireBatch]). It is safe
+// for concurrent use. Waiters share one pub/sub subscription, opened on the
+// first contended wait; [Locker.Close] ends it.
+type Locker struct {
+	c       Client   // the one Redis (nil for Redlock)
+	nodes   []Client // Redlock's independent masters (nil otherwise)
+	quorum  int
+	prefix  string
+	channel string
+	ttl     time.Duration
+	drift   time.Duration
+	recheck time.Duration
+	cluster bool
+
+	ttlArg, qttlArg string
+
+	mu      sync.Mutex
+	waiters map[string]*waiter // by token
+	sub     *redis.PubSub
+	ready   chan struct{} // closed once the subscription is confirmed
+	loopEnd chan struct{} // closed when the subscription loop returns
+	closed  bool
+}
+
+// New returns a Locker on client. opts may be nil.
+func New(client Client, opts *Options) (*Locker, error) {
+	if client == nil {
+		return nil, errors.New("redislock: nil client")
+	}
+	_, cluster := client.(*redis.ClusterClient)
+	l, err := newLocker(opts, cluster)
+	if err != nil {
+		return nil, err
+	}
+	l.c = client
+	return l, nil
+}
+
+func newLocker(opts *Options, cluster bool) (*Locker, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.TTL == 0 {
+		o.TTL = DefaultTTL
+	}
+	if o.TTL < 30*time.Millisecond {
+		return nil, fmt.Errorf("redislock: TTL %v below 30ms", o.TTL)
+	}
+	if o.Drift == 0 {
+		o.Drift = o.TTL/100 + 2*time.Millisecond
+	}
+	if o.Drift < 0 || o.Drift >= o.TTL/3 {
+		return nil, fmt.Errorf("redislock: Drift %v must be positive and below TTL/3 (%v)", o.Drift, o.TTL/3)
+	}
+	if o.Recheck == 0 {
+		o.Recheck = DefaultRecheck
+	}
+	if o.Recheck < 0 {
+		return nil, fmt.Errorf("redislock: negative Recheck %v", o.Recheck)
+	}
+	// A lock handed to a waiter is valid from the waiter's last re-check
+	// (the earliest moment it can prove), so re-checks stay well inside
+	// a lease.
+	o.Recheck = min(o.Recheck, o.TTL/4)
+	// A waiter refreshes its queue entry at every re-check; three missed
+	// re-checks (plus a second of slack) drop it.
+	qttl := 3*o.Recheck + time.Second
+	return &Locker{
+		prefix:  o.Prefix,
+		channel: o.Prefix + "grants",
+		ttl:     o.TTL,
+		drift:   o.Drift,
+		recheck: o.Recheck,
+		cluster: cluster,
+		ttlArg:  strconv.FormatInt(o.TTL.Milliseconds(), 10),
+		qttlArg: strconv.FormatInt(qttl.Milliseconds(), 10),
+		waiters: make(map[string]*waiter),
+	}, nil
+}
+
+// Close ends the shared subscription. Locks still held stay held (release
+// them first); Acquire calls that must wait fail afterwards.
+func (l *Locker) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	sub, end := l.sub, l.loopEnd
+	l.mu.Unlock()
+	if sub == nil {
+		return nil
+	}
+	err := sub.Close()
+	<-end
+	return err
+}
+
+// Mutex names the lock name without acquiring it. Its key is the Locker's
+// prefix followed by name. In Redis Cluster, names that share a hash tag
+// ("{order:42}:lines", "{order:42}:total") share a slot and are acquired
+// together in one script call; others are acquired one slot at a time.
+func (l *Locker) Mutex(name string) *Mutex {
+	return &Mutex{l: l, name: name, key: l.prefix + name}
+}
+
+// Mutex is one named Redis lock. It implements [caesura.Lock],
+// [caesura.TryLocker] and [caesura.BatchLock]; its Helds implement
+// [caesura.Fenced] and [caesura.Lossy]. A Mutex may be acquired by many
+// goroutines at once: each acquisition is its own Held.
+type Mutex struct {
+	l    *Locker
+	name string
+	key  string
+}
+
+var (
+	_ caesura.TryLocker = (*Mutex)(nil)
+	_ caesura.BatchLock = (*Mutex)(nil)
+	_ caesura.Batcher   = (*Locker)(nil)
+	_ caesura.Fenced    = (*Held)(nil)
+	_ caesura.Lossy     = (*Held)(nil)
+)
+
+// Key returns the lock's key: the Locker's prefix followed by the name.
+func (m *Mutex) Key() string { return m.key }
+
+// Batcher returns the Locker, which acquires runs of its Mutexes in one call.
+func (m *Mutex) Batcher() caesura.Batcher { return m.l }
+
+// Acquire waits until the lock is held, ctx is done (an error matching
+// [caesura.ErrNotAcquired] and ctx's error) or Redis fails (an error matching
+// [ErrUnavailable]). Waiters are served in FIFO order and woken by a push
+// message, not by polling.
+func (m *Mutex) Acquire(ctx context.Context) (caesura.Held, error) {
+	hs, err := m.l.acquireAny(ctx, []*Mutex{m}, true)
+	if err != nil {
+		return nil, err
+	}
+	return m.l.wrap(hs)[0], nil
+}
+
+// TryAcquire takes the lock if it is free and nobody queues for it, in one
+// round trip. A taken lock gives an error matching [caesura.ErrNotAcquired];
+// a Redis failure one matching [ErrUnavailable].
+func (m *Mutex) TryAcquire(ctx context.Context) (caesura.Held, error) {
+	hs, err := m.l.acquireAny(ctx, []*Mutex{m}, false)
+	if err != nil {
+		return nil, err
+	}
+	return m.l.wrap(hs)[0], nil
+}
+
+// acquireAny dispatches to the single-Redis or the Redlock acquisition.
+func (l *Locker) acquireAny(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, error) {
+	if l.nodes != nil {
+		return l.redlockAcquire(ctx, ms, wait)
+	}
+	return l.acquire(ctx, ms, wait)
+}
+
+// AcquireBatch acquires every lock in locks (all Mutexes of this Locker,
+// sorted by key, as the core passes them) all-or-nothing in one script call
+// (in Redis Cluster: one call per run of keys that share a hash slot, in
+// order). While it waits it holds no key above the one it waits for, and
+// queues for that one key only. On error no lock of the batch is held.
+func (l *Locker) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]caesura.Held, error) {
+	ms := make([]*Mutex, len(locks))
+	for i, lk := range locks {
+		m, ok := lk.(*Mutex)
+		if !ok || m == nil || m.l != l {
+			return nil, fmt.Errorf("redislock: batch lock %d (%T): %w: not a Mutex of this Locker", i, lk, caesura.ErrInvalidLock)
+		}
+		ms[i] = m
+	}
+	if !l.cluster {
+		hs, err := l.acquireAny(ctx, ms, true)
+		return l.wrap(hs), err
+	}
+	var out []*Held
+	for len(ms) > 0 {
+		n := 1
+		for n < len(ms) && slot(ms[n].key) == slot(ms[0].key) {
+			n++
+		}
+		hs, err := l.acquireAny(ctx, ms[:n], true)
+		if err != nil {
+			if rerr := l.ReleaseBatch(context.WithoutCancel(ctx), l.wrap(out)); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+			return nil, err
+		}
+		out = append(out, hs...)
+		ms = ms[n:]
+	}
+	return l.wrap(out), nil
+}
+
+// wrap returns hs as caesura.Helds: *Held, or *RedlockHeld (no fencing
+// token) for Redlock.
+func (l *Locker) wrap(hs []*Held) []caesura.Held {
+	if hs == nil {
+		return nil
+	}
+	out := make([]caesura.Held, len(hs))
+	for i, h := range hs {
+		if l.nodes != nil {
+			out[i] = &RedlockHeld{h: h}
+		} else {
+			out[i] = h
+		}
+	}
+	return out
+}
+
+// ReleaseBatch releases several Helds of this Locker in one script call per
+// hash slot. It returns an error matching [caesura.ErrNotHeld] if any of them
+// was not held (released already, or lost); the others are released anyway.
+func (l *Locker) ReleaseBatch(ctx context.Context, helds []caesura.Held) error {
+	var errs []error
+	byTok := map[string][]*Held{}
+	var order []string
+	for _, x := range helds {
+		if r, ok := x.(*RedlockHeld); ok && r != nil {
+			x = r.h
+		}
+		h, ok := x.(*Held)
+		if !ok || h == nil || h.l != l {
+			errs = append(errs, fmt.Errorf("redislock: release %T: %w: not a Held of this Locker", x, caesura.ErrInvalidLock))
+			continue
+		}
+		if err := h.stop(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, seen := byTok[h.tok]; !seen {
+			order = append(order, h.tok)
+		}
+		byTok[h.tok] = append(byTok[h.tok], h)
+	}
+	for _, tok := range order {
+		hs := byTok[tok]
+		for len(hs) > 0 {
+			n := 1
+			for l.cluster && n < len(hs) && slot(hs[n].key) == slot(hs[0].key) {
+				n++
+			}
+			if !l.cluster {
+				n = len(hs)
+			}
+			errs = append(errs, l.release(ctx, hs[:n])...)
+			hs = hs[n:]
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// release runs the release script for helds that share a token and have
+// been stopped.
+func (l *Locker) release(ctx context.Context, hs []*Held) []error {
+	keys := make([]string, len(hs))
+	for i, h := range hs {
+		keys[i] = h.key
+	}
+	res, err := l.releaseKeys(ctx, keys, hs[0].tok)
+	var errs []error
+	for i, h := range hs {
+		lostErr := context.Cause(h.lost)
+		h.cancel(nil)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("redislock: release %q: %w", h.key, errors.Join(ErrUnavailable, err)))
+		case i >= len(res) || res[i] != 1:
+			errs = append(errs, fmt.Errorf("redislock: release %q: %w", h.key, caesura.ErrNotHeld))
+		case lostErr != nil:
+			// The key was still ours and is freed now, but the holder
+			// had been told the lock was lost.
+			errs = append(errs, fmt.Errorf("redislock: release %q: %w (%w)", h.key, caesura.ErrNotHeld, lostErr))
+		}
+	}
+	return errs
+}
+
+// newToken returns 128 random bits as 32 hex digits.
+func newToken() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+type grantMsg struct {
+	key   string
+	fence uint64
+}
+
+type waiter struct {
+	grant chan grantMsg // a release handed us a key
+	wake  chan struct{} // re-check now (the subscription reconnected)
+}
+
+// acquire takes ms (sorted, one hash slot) all-or-nothing. With wait false it
+// makes one attempt.
+func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, error) {
+	keys := make([]string, len(ms))
+	for i, m := range ms {
+		if m.name == "" {
+			return nil, fmt.Errorf("redislock: %w: empty lock name", caesura.ErrInvalidLock)
+		}
+		keys[i] = m.key
+	}
+	first := keys[0]
+	if err := ctx.Err(); err != nil {
+		return nil, caesura.NotAcquired(first, context.Cause(ctx))
+	}
+	tok := newToken()
+
+	// Queue at once only when the subscription is up, so that no grant can
+	// be published before we listen for it. Otherwise try first, and set
+	// the subscription up only when we must wait.
+	var w *waiter
+	if wait {
+		w = l.register(tok)
+	}
+	if w != nil {
+		defer l.unregister(tok)
+	}
+	var confirmed time.Time // send time of the last attempt that found us waiting
+	for {
+		start := time.Now()
+		mode := "0"
+		if w != nil {
+			mode = "1"
+		}
+		vals, err := acquireScript.Run(ctx, l.c, keys, tok, l.ttlArg, mode, l.qttlArg, l.channel).Slice()
+		if err != nil {
+			return nil, l.fail(ctx, keys, tok, err)
+		}
+		ok, fences, rem, err := parseAcquire(vals, len(keys))
+		if err != nil {
+			return nil, l.fail(ctx, keys, tok, err)
+		}
+		if ok {
+			return l.newHelds(ms, tok, fences, start), nil
+		}
+		if !wait {
+			return nil, fmt.Errorf("redislock: lock %q: %w", first, caesura.ErrNotAcquired)
+		}
+		if w == nil {
+			if err := l.subscribe(ctx); err != nil {
+				return nil, l.fail(ctx, keys, tok, err)
+			}
+			w = l.register(tok)
+			if w == nil {
+				return nil, fmt.Errorf("redislock: lock %q: %w: Locker closed", first, ErrUnavailable)
+			}
+			defer l.unregister(tok)
+			continue
+		}
+		confirmed = start
+
+		d := l.recheck
+		if r := rem + time.Millisecond; r < d {
+			d = r
+		}
+		timer := time.NewTimer(d)
+		select {
+		case g := <-w.grant:
+			timer.Stop()
+			if len(keys) == 1 && g.key == keys[0] {
+				return l.newHelds(ms, tok, []uint64{g.fence}, confirmed), nil
+			}
+			// One key of a batch was handed to us: try the rest.
+		case <-w.wake:
+			timer.Stop()
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, l.fail(ctx, keys, tok, ctx.Err())
+		}
+	}
+}
+
+// fail withdraws tok from keys (leaving every queue, handing on any key that
+// was handed to it) and returns the error for err.
+func (l *Locker) fail(ctx context.Context, keys []string, tok string, err error) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.ttl/3)
+	cerr := l.withdraw(cctx, keys, tok)
+	cancel()
+	var out error
+	if ctx.Err() != nil {
+		out = caesura.NotAcquired(keys[0], context.Cause(ctx))
+	} else {
+		out = fmt.Errorf("redislock: lock %q: %w", keys[0], errors.Join(ErrUnavailable, err))
+	}
+	if cerr != nil {
+		// The lock may stay ours until its lease ends.
+		out = errors.Join(out, fmt.Errorf("redislock: withdraw %q: %w", keys[0], errors.Join(ErrUnavailable, cerr)))
+	}
+	return out
+}
+
+func parseAcquire(vals []any, n int) (ok bool, fences []uint64, rem time.Duration, err error) {
+	if len(vals) == 0 {
+		return false, nil, 0, errors.New("redislock: empty script reply")
+	}
+	flag, _ := vals[0].(int64)
+	if flag == 1 {
+		if len(vals) != n+1 {
+			return false, nil, 0, fmt.Errorf("redislock: script reply has %d values, want %d", len(vals), n+1)
+		}
+		fences = make([]uint64, n)
+		for i := range n {
+			s, _ := vals[i+1].(string)
+			f, perr := strconv.ParseUint(s, 10, 64)
+			if perr != nil {
+				return false, nil, 0, fmt.Errorf("redislock: bad fence %v: %w", vals[i+1], perr)
+			}
+			fences[i] = f
+		}
+		return true, fences, 0, nil
+	}
+	if len(vals) != 3 {
+		return false, nil, 0, fmt.Errorf("redislock: script reply has %d values, want 3", len(vals))
+	}
+	ms, _ := vals[2].(int64)
+	return false, nil, time.Duration(ms) * time.Millisecond, nil
+}
+
+// register adds a waiter for tok if the subscription is ready.
+func (l *Locker) register(tok string) *waiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.ready == nil {
+		return nil
+	}
+	select {
+	case <-l.ready:
+	default:
+		return nil
+	}
+	w := &waiter{grant: make(chan grantMsg, 1), wake: make(chan struct{}, 1)}
+	l.waiters[tok] = w
+	return w
+}
+
+func (l *Locker) unregister(tok string) {
+	l.mu.Lock()
+	delete(l.waiters, tok)
+	l.mu.Unlock()
+}
+
+// subscribe opens the shared subscription if needed and waits until Redis
+// confirmed it.
+func (l *Locker) subscribe(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errors.New("redislock: Locker closed")
+	}
+	if l.sub == nil {
+		l.sub = l.c.Subscribe(context.WithoutCancel(ctx), l.channel)
+		l.ready = make(chan struct{})
+		l.loopEnd = make(chan struct{})
+		go l.loop(l.sub, l.ready, l.loopEnd)
+	}
+	ready, end := l.ready, l.loopEnd
+	l.mu.Unlock()
+	select {
+	case <-ready:
+		return nil
+	case <-end:
+		return errors.New("redislock: Locker closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// loop reads the subscription until Close. After an error or a
+// re-subscription it tells every waiter to re-check, since messages may have
+// been lost meanwhile.
+func (l *Locker) loop(sub *redis.PubSub, ready, end chan struct{}) {
+	defer close(end)
+	confirmed := false
+	backoff := time.Millisecond
+	for {
+		msg, err := sub.Receive(context.Background())
+		if err != nil {
+			l.mu.Lock()
+			closed := l.closed
+			l.mu.Unlock()
+			if closed {
+				return
+			}
+			l.wakeAll()
+			time.Sleep(backoff) // Receive reconnects; do not spin while Redis is down
+			backoff = min(2*backoff, 100*time.Millisecond)
+			continue
+		}
+		backoff = time.Millisecond
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			if !confirmed {
+				confirmed = true
+				close(ready)
+			} else {
+				l.wakeAll()
+			}
+		case *redis.Message:
+			l.dispatch(m.Payload)
+		}
+	}
+}
+
+// dispatch delivers "token:fence:key" to the waiter with that token.
+func (l *Locker) dispatch(payload string) {
+	tok, rest, ok := strings.Cut(payload, ":")
+	if !ok {
+		return
+	}
+	fs, key, ok := strings.Cut(rest, ":")
+	if !ok {
+		return
+	}
+	f, err := strconv.ParseUint(fs, 10, 64)
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	w := l.waiters[tok]
+	l.mu.Unlock()
+	if w == nil {
+		return
+	}
+	select {
+	case w.grant <- grantMsg{key: key, fence: f}:
+	default: // an unread grant is pending; the next attempt sees the state
+	}
+}
+
+func (l *Locker) wakeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, w := range l.waiters {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}

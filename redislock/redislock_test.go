@@ -1,0 +1,611 @@
+package redislock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caesura-go/caesura"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caesura-go/caesura/redislock"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustAcquire(t *testing.T, ctx context.Context, m *redislock.Mutex) *redislock.Held {
+	t.Helper()
+	h, err := m.Acquire(ctx)
+	if err != nil {
+		t.Fatalf("Acquire %q: %v", m.Key(), err)
+	}
+	return h.(*redislock.Held)
+}
+
+func TestNewOptions(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	for _, tc := range []struct {
+		name string
+		o    *redislock.Options
+		ok   bool
+	}{
+		{"nil options give the defaults", nil, true},
+		{"a TTL below 30ms leaves no room for renewal", &redislock.Options{TTL: 10 * time.Millisecond}, false},
+		{"a drift of TTL/3 or more would report loss before the first renewal", &redislock.Options{TTL: time.Second, Drift: 400 * time.Millisecond}, false},
+		{"a negative recheck makes no sense", &redislock.Options{Recheck: -time.Second}, false},
+		{"explicit values within bounds", &redislock.Options{TTL: time.Second, Drift: 10 * time.Millisecond, Recheck: 50 * time.Millisecond, Prefix: "x:"}, true},
+	} {
+		_, err := redislock.New(c, tc.o)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: New error %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+	if _, err := redislock.New(nil, nil); err == nil {
+		t.Error("New(nil client): got nil error, want one")
+	}
+}
+
+func TestKeyPrefix(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	l, _ := redislock.New(c, nil)
+	if got, want := l.Mutex("a").Key(), redislock.DefaultPrefix+"a"; got != want {
+		t.Errorf("Key: got %q, want %q", got, want)
+	}
+	l2, _ := redislock.New(c, &redislock.Options{Prefix: "app:"})
+	if got, want := l2.Mutex("a").Key(), "app:a"; got != want {
+		t.Errorf("Key with prefix: got %q, want %q", got, want)
+	}
+}
+
+func TestTryAndStaleToken(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, &redislock.Options{TTL: time.Second})
+	ctx := ctxT(t, 10*time.Second)
+	m := l.Mutex("try")
+	h1 := mustAcquire(t, ctx, m)
+	if _, err := m.TryAcquire(ctx); !errors.Is(err, caesura.ErrNotAcquired) || errors.Is(err, redislock.ErrUnavailable) {
+		t.Fatalf("TryAcquire of a taken lock: got %v, want ErrNotAcquired only", err)
+	}
+	// Make h1 stale: its key is deleted and another holder takes the lock.
+	if err := s.client(t).Del(ctx, m.Key()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	h2x, err := m.TryAcquire(ctx)
+	if err != nil {
+		t.Fatalf("TryAcquire of a free lock: %v", err)
+	}
+	h2 := h2x.(*redislock.Held)
+	if err := h1.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
+		t.Fatalf("Release of a stale holder: got %v, want ErrNotHeld", err)
+	}
+	// The stale holder's renewal must not have extended the new lease,
+	// nor may its release have freed it.
+	if _, err := m.TryAcquire(ctx); !errors.Is(err, caesura.ErrNotAcquired) {
+		t.Fatalf("after a stale release the new holder must keep the lock: got %v", err)
+	}
+	select {
+	case <-h1.Lost().Done():
+		if c := context.Cause(h1.Lost()); !errors.Is(c, caesura.ErrLockLost) && !errors.Is(c, context.Canceled) {
+			t.Fatalf("stale holder's Lost cause: %v", c)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the stale holder's Lost context was not cancelled")
+	}
+	if err := h2.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if err := h2.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
+		t.Fatalf("second Release: got %v, want ErrNotHeld", err)
+	}
+}
+
+func TestStaleRenewalCannotExtend(t *testing.T) {
+	s := startServer(t)
+	// A short TTL so that the stale holder renews (and fails) quickly.
+	l := s.locker(t, &redislock.Options{TTL: 90 * time.Millisecond})
+	ctx := ctxT(t, 10*time.Second)
+	m := l.Mutex("stale")
+	h1 := mustAcquire(t, ctx, m)
+	c := s.client(t)
+	c.Del(ctx, m.Key())
+	h2 := mustAcquire(t, ctx, m)
+	<-h1.Lost().Done()
+	if cause := context.Cause(h1.Lost()); !errors.Is(cause, redislock.ErrStolen) {
+		t.Fatalf("stale holder's loss reason: got %v, want ErrStolen", cause)
+	}
+	owner, _ := c.HGet(ctx, m.Key(), "owner").Result()
+	time.Sleep(200 * time.Millisecond) // several renewal periods of both holders
+	if got, _ := c.HGet(ctx, m.Key(), "owner").Result(); got != owner {
+		t.Fatalf("owner changed from %q to %q", owner, got)
+	}
+	if h2.Lost().Err() != nil {
+		t.Fatalf("the new holder lost its lock: %v", context.Cause(h2.Lost()))
+	}
+	h1.Release(ctx)
+	if err := h2.Release(ctx); err != nil {
+		t.Fatalf("Release of the new holder: %v", err)
+	}
+}
+
+func TestRenewedPastTTL(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, &redislock.Options{TTL: 150 * time.Millisecond})
+	other := s.locker(t, &redislock.Options{TTL: 150 * time.Millisecond})
+	ctx := ctxT(t, 10*time.Second)
+	h := mustAcquire(t, ctx, l.Mutex("renew"))
+	for range 8 { // 1.2 s: eight TTLs
+		time.Sleep(150 * time.Millisecond)
+		if _, err := other.Mutex("renew").TryAcquire(ctx); !errors.Is(err, caesura.ErrNotAcquired) {
+			t.Fatalf("TryAcquire while the lease is renewed: got %v, want ErrNotAcquired", err)
+		}
+	}
+	if err := h.Lost().Err(); err != nil {
+		t.Fatalf("lock lost while renewed: %v", context.Cause(h.Lost()))
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+}
+
+func TestCrashedHolderFreesAfterTTL(t *testing.T) {
+	s := startServer(t)
+	const ttl = 400 * time.Millisecond
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+s.Addr()+" crash "+ttl.String())
+	out, err := cmd.Output()
+	if err != nil || strings.TrimSpace(string(out)) != "held" {
+		t.Fatalf("child: %v, output %q", err, out)
+	}
+	exited := time.Now()
+	l := s.locker(t, &redislock.Options{TTL: ttl, Recheck: 10 * time.Second})
+	ctx := ctxT(t, 10*time.Second)
+	h := mustAcquire(t, ctx, l.Mutex("crash"))
+	waited := time.Since(exited)
+	if waited > ttl+300*time.Millisecond {
+		t.Errorf("got the crashed holder's lock after %v, want within TTL %v (+300ms)", waited, ttl)
+	}
+	if waited < ttl/4 {
+		t.Errorf("got the crashed holder's lock after %v: its lease was not respected", waited)
+	}
+	h.Release(ctx)
+}
+
+func TestRedisKilledWhileHeld(t *testing.T) {
+	s := startServer(t)
+	const ttl = time.Second
+	l := s.locker(t, &redislock.Options{TTL: ttl})
+	ctx := ctxT(t, 10*time.Second)
+	before := time.Now()
+	h := mustAcquire(t, ctx, l.Mutex("killed"))
+	s.Kill()
+	select {
+	case <-h.Lost().Done():
+	case <-time.After(2 * ttl):
+		t.Fatal("Lost was not cancelled after Redis was killed")
+	}
+	at := time.Since(before)
+	if at >= ttl {
+		t.Errorf("loss signalled %v after the acquire started, want before the TTL %v ends", at, ttl)
+	}
+	cause := context.Cause(h.Lost())
+	if !errors.Is(cause, caesura.ErrLockLost) || !errors.Is(cause, redislock.ErrLeaseExpired) {
+		t.Errorf("Lost cause: got %v, want ErrLockLost and ErrLeaseExpired", cause)
+	}
+	// Through the core: the function's context is cancelled with the cause.
+	s.Restart()
+	l2 := s.locker(t, &redislock.Options{TTL: ttl})
+	var fnCause error
+	err := caesura.Run(ctx, func(ctx context.Context, yield caesura.Yield) error {
+		if err := yield(l2.Mutex("killed2")); err != nil {
+			return err
+		}
+		s.Kill()
+		<-ctx.Done()
+		fnCause = context.Cause(ctx)
+		return nil
+	})
+	if !errors.Is(err, caesura.ErrLockLost) || !errors.Is(fnCause, caesura.ErrLockLost) {
+		t.Errorf("Run with Redis killed: got %v (cause %v), want ErrLockLost", err, fnCause)
+	}
+	// Redis is down: a new acquire says so, and not "taken".
+	_, err = l2.Mutex("down").Acquire(ctx)
+	if !errors.Is(err, redislock.ErrUnavailable) || errors.Is(err, caesura.ErrNotAcquired) {
+		t.Errorf("Acquire with Redis down: got %v, want ErrUnavailable only", err)
+	}
+}
+
+func TestContextEndsWait(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, nil)
+	ctx := ctxT(t, 10*time.Second)
+	m := l.Mutex("ctx")
+	h := mustAcquire(t, ctx, m)
+	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_, err := m.Acquire(wctx)
+	if !errors.Is(err, caesura.ErrNotAcquired) || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redislock.ErrUnavailable) {
+		t.Fatalf("Acquire ended by the context: got %v, want ErrNotAcquired and DeadlineExceeded", err)
+	}
+	// The abandoned waiter left the queue: after release the lock is free.
+	h.Release(ctx)
+	if n, _ := s.client(t).HExists(ctx, m.Key(), "q").Result(); n {
+		t.Fatal("the abandoned waiter is still queued")
+	}
+	h2, err := m.TryAcquire(ctx)
+	if err != nil {
+		t.Fatalf("TryAcquire after the waiter gave up: %v", err)
+	}
+	h2.Release(ctx)
+}
+
+// TestWakeUpIsPushed checks that a waiter gets the lock within milliseconds
+// of its release while its fallback re-check is 10 s away.
+func TestWakeUpIsPushed(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, &redislock.Options{TTL: time.Minute, Recheck: 10 * time.Second})
+	ctx := ctxT(t, 20*time.Second)
+	m := l.Mutex("push")
+	c := s.client(t)
+	var lat []time.Duration
+	for range 20 {
+		h := mustAcquire(t, ctx, m)
+		got := make(chan time.Time, 1)
+		go func() {
+			h2, err := m.Acquire(ctx)
+			got <- time.Now()
+			if err == nil {
+				h2.Release(ctx)
+			}
+		}()
+		for c.HExists(ctx, m.Key(), "q").Val() == false { // wait until it queues
+			time.Sleep(time.Millisecond)
+		}
+		start := time.Now()
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		lat = append(lat, (<-got).Sub(start))
+	}
+	slices.Sort(lat)
+	t.Logf("release to waiter's return: p50 %v, max %v", lat[len(lat)/2], lat[len(lat)-1])
+	if lat[len(lat)/2] > 20*time.Millisecond || lat[len(lat)-1] > 500*time.Millisecond {
+		t.Fatalf("wake-up latency p50 %v max %v, want milliseconds (push, not polling)", lat[len(lat)/2], lat[len(lat)-1])
+	}
+}
+
+// TestNoLostWakeUp races releases against waiters that open the shared
+// subscription for the first time (a fresh Locker each round).
+func TestNoLostWakeUp(t *testing.T) {
+	s := startServer(t)
+	ctx := ctxT(t, 60*time.Second)
+	holder := s.locker(t, nil)
+	for i := range 30 {
+		w := s.locker(t, &redislock.Options{TTL: time.Minute, Recheck: 20 * time.Second})
+		name := "race" + strconv.Itoa(i)
+		h := mustAcquire(t, ctx, holder.Mutex(name))
+		done := make(chan error, 1)
+		go func() {
+			h2, err := w.Mutex(name).Acquire(ctx)
+			if err == nil {
+				err = h2.Release(ctx)
+			}
+			done <- err
+		}()
+		time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond)
+		h.Release(ctx)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("round %d: waiter not woken within 3s of the release (lost wake-up)", i)
+		}
+		w.Close()
+	}
+}
+
+// TestSubscriptionReconnect kills the pub/sub connection while a waiter waits:
+// it must still get the lock promptly.
+func TestSubscriptionReconnect(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, &redislock.Options{TTL: time.Minute, Recheck: 20 * time.Second})
+	ctx := ctxT(t, 20*time.Second)
+	c := s.client(t)
+	m := l.Mutex("reconnect")
+	h := mustAcquire(t, ctx, m)
+	done := make(chan error, 1)
+	go func() {
+		h2, err := m.Acquire(ctx)
+		if err == nil {
+			err = h2.Release(ctx)
+		}
+		done <- err
+	}()
+	for !c.HExists(ctx, m.Key(), "q").Val() {
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.Release(ctx) // its grant message may be lost with the connection
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("waiter not served within 3s after the subscription was killed")
+	}
+}
+
+func TestFencingSurvivesExpiry(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, &redislock.Options{TTL: 60 * time.Millisecond})
+	ctx := ctxT(t, 10*time.Second)
+	m := l.Mutex("fence")
+	var last uint64
+	for i := range 6 {
+		h := mustAcquire(t, ctx, m)
+		if h.Token() <= last {
+			t.Fatalf("acquisition %d: token %d, want above %d", i, h.Token(), last)
+		}
+		last = h.Token()
+		if i%2 == 0 {
+			h.Release(ctx)
+		} else {
+			// Let the lease lapse: stop renewal by losing it from
+			// outside (the owner field is cleared, the counter kept).
+			s.client(t).HSet(ctx, m.Key(), "owner", "")
+			<-h.Lost().Done()
+			h.Release(ctx)
+		}
+	}
+}
+
+// commands returns the number of top-level script calls Redis served.
+func scriptCalls(t *testing.T, c *redis.Client) int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(info, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+			if strings.HasPrefix(line, cmd) {
+				var calls int
+				fmt.Sscanf(strings.TrimPrefix(line, cmd), "calls=%d", &calls)
+				n += calls
+			}
+		}
+	}
+	return n
+}
+
+func TestBatchOneRoundTrip(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, nil)
+	ctx := ctxT(t, 10*time.Second)
+	c := s.client(t)
+	var locks []caesura.Lock
+	for i := range 8 {
+		locks = append(locks, l.Mutex("batch"+strconv.Itoa(i)))
+	}
+	// Load the scripts first (the first use of a script costs EVALSHA +
+	// EVAL once per server).
+	hs, err := l.AcquireBatch(ctx, locks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ReleaseBatch(ctx, hs); err != nil {
+		t.Fatal(err)
+	}
+	before := scriptCalls(t, c)
+	hs, err = l.AcquireBatch(ctx, locks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := scriptCalls(t, c) - before; got != 1 {
+		t.Errorf("8-key acquire: %d script calls, want 1", got)
+	}
+	for i, h := range hs {
+		if _, err := locks[i].(caesura.TryLocker).TryAcquire(ctx); !errors.Is(err, caesura.ErrNotAcquired) {
+			t.Errorf("key %d not held after the batch: %v", i, err)
+		}
+		if h.(caesura.Fenced).Token() == 0 {
+			t.Errorf("key %d: zero fencing token", i)
+		}
+	}
+	before = scriptCalls(t, c)
+	if err := l.ReleaseBatch(ctx, hs); err != nil {
+		t.Fatal(err)
+	}
+	if got := scriptCalls(t, c) - before; got != 1 {
+		t.Errorf("8-key release: %d script calls, want 1", got)
+	}
+	if err := l.ReleaseBatch(ctx, hs[:1]); !errors.Is(err, caesura.ErrNotHeld) {
+		t.Errorf("second ReleaseBatch: got %v, want ErrNotHeld", err)
+	}
+	// All-or-nothing: with key 5 taken, the batch takes nothing.
+	h5 := mustAcquire(t, ctx, locks[5].(*redislock.Mutex))
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := l.AcquireBatch(short, locks); !errors.Is(err, caesura.ErrNotAcquired) {
+		t.Fatalf("batch with a taken key: got %v, want ErrNotAcquired", err)
+	}
+	for i, lk := range locks {
+		if i == 5 {
+			continue
+		}
+		h, err := lk.(caesura.TryLocker).TryAcquire(ctx)
+		if err != nil {
+			t.Fatalf("key %d held after a failed batch: %v", i, err)
+		}
+		h.Release(ctx)
+	}
+	h5.Release(ctx)
+	// A foreign lock is refused.
+	if _, err := l.AcquireBatch(ctx, []caesura.Lock{caesura.FromFuncs("x", nil, nil)}); !errors.Is(err, caesura.ErrInvalidLock) {
+		t.Errorf("batch with a foreign lock: got %v, want ErrInvalidLock", err)
+	}
+}
+
+// TestBatchStress runs random multi-key batches from two Lockers (two
+// subscriptions, as two processes) against each other, checking mutual
+// exclusion per key and that everything finishes (no deadlock).
+func TestBatchStress(t *testing.T) {
+	s := startServer(t)
+	ls := []*redislock.Locker{s.locker(t, &redislock.Options{Recheck: 5 * time.Second}), s.locker(t, &redislock.Options{Recheck: 5 * time.Second})}
+	ctx := ctxT(t, 60*time.Second)
+	const keys, workers, rounds = 10, 8, 40
+	var inUse [keys]atomic.Int32
+	var counter [keys]int
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := ls[w%2]
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			for range rounds {
+				idx := r.Perm(keys)[:1+r.IntN(4)]
+				slices.Sort(idx)
+				var locks []caesura.Lock
+				for _, i := range idx {
+					locks = append(locks, l.Mutex("s"+strconv.Itoa(i)))
+				}
+				hs, err := l.AcquireBatch(ctx, locks)
+				if err != nil {
+					errc <- err
+					return
+				}
+				for _, i := range idx {
+					if inUse[i].Add(1) != 1 {
+						errc <- fmt.Errorf("key %d held twice", i)
+					}
+				}
+				for _, i := range idx {
+					v := counter[i]
+					time.Sleep(50 * time.Microsecond)
+					counter[i] = v + 1
+				}
+				for _, i := range idx {
+					inUse[i].Add(-1)
+				}
+				if err := l.ReleaseBatch(ctx, hs); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, c := range counter {
+		total += c
+	}
+	if total == 0 {
+		t.Fatal("no batch ran")
+	}
+}
+
+// TestFairHandOff checks FIFO hand-off under contention: 8 goroutines on one
+// key, each gets its share, and the releaser does not barge back in.
+func TestFairHandOff(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, nil)
+	ctx := ctxT(t, 60*time.Second)
+	m := l.Mutex("fair")
+	const workers, per = 8, 25
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range per {
+				h, err := m.Acquire(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				order = append(order, w)
+				mu.Unlock()
+				time.Sleep(100 * time.Microsecond)
+				if err := h.Release(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	self := 0
+	for i := 1; i < len(order); i++ {
+		if order[i] == order[i-1] {
+			self++
+		}
+	}
+	// With FIFO hand-off a worker re-takes the lock only when nobody else
+	// waits (at the start and the end of the run).
+	if frac := float64(self) / float64(len(order)); frac > 0.2 {
+		t.Errorf("self re-acquisitions %d of %d, want few (FIFO hand-off)", self, len(order))
+	}
+}
+
+// TestFallbackRecheck makes sure a waiter whose grant message never comes
+// (a holder deleted from outside, so no release is published) is served by
+// the bounded re-check.
+func TestFallbackRecheck(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, &redislock.Options{Recheck: 100 * time.Millisecond})
+	ctx := ctxT(t, 10*time.Second)
+	m := l.Mutex("recheck")
+	h := mustAcquire(t, ctx, m)
+	done := make(chan error, 1)
+	go func() {
+		h2, err := m.Acquire(ctx)
+		if err == nil {
+			err = h2.Release(ctx)
+		}
+		done <- err
+	}()
+	c := s.client(t)
+	for !c.HExists(ctx, m.Key(), "q").Val() {
+		time.Sleep(time.Millisecond)
+	}
+	c.HSet(ctx, m.Key(), "owner", "")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("waiter not served by the fallback re-check")
+	}
+	h.Release(ctx)
+}
