@@ -609,3 +609,28 @@ func TestFallbackRecheck(t *testing.T) {
 	}
 	h.Release(ctx)
 }
+
+// Through caesura.Run an 8-key yield costs one script call to acquire and,
+// through caesura.BatchReleaser, one to release.
+func TestRunBatchTwoRoundTrips(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, nil)
+	ctx := ctxT(t, 10*time.Second)
+	c := s.client(t)
+	var locks []caesura.Lock
+	for i := range 8 {
+		locks = append(locks, l.Mutex("runbatch"+strconv.Itoa(i)))
+	}
+	run := func() {
+		t.Helper()
+		if err := caesura.Run(ctx, func(ctx context.Context, yield caesura.Yield) error { return yield(locks...) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run() // loads the scripts
+	before := scriptCalls(t, c)
+	run()
+	if got := scriptCalls(t, c) - before; got != 2 {
+		t.Fatalf("Run with an 8-key yield: %d script calls, want 2 (one acquire, one release)", got)
+	}
+}
