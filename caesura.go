@@ -100,8 +100,9 @@ func run[P, R any](ctx context.Context, cfg *config, fn func(context.Context, Yi
 	outer := scopeFrom(ctx)
 	var seen []Lock
 	for attempt := 1; ; attempt++ {
-		s := newScope(ctx, outer, cfg)
-		s.obs = startObserving(ctx, cfg.observers, attempt)
+		octx, obs := startObserving(ctx, cfg, attempt)
+		s := newScope(octx, outer, cfg)
+		s.obs = obs
 		if len(seen) > 0 {
 			// A restart: take every lock seen so far up front, in order.
 			if err := s.yield(seen...); err != nil {
@@ -166,6 +167,7 @@ type config struct {
 	restart        int
 	releaseTimeout time.Duration
 	observers      []Observer
+	name           string
 }
 
 // DefaultReleaseTimeout bounds the release of a scope's locks when no

@@ -19,12 +19,23 @@ import (
 // yield. With no observer configured caesura does no observing work at all.
 type Observer interface {
 	// StartScope is called when a function starts running (again, on a
-	// restart). ctx is the context given to Run. The returned ScopeObserver
-	// receives that run's events; it may be nil to ignore the run.
-	StartScope(ctx context.Context) ScopeObserver
+	// restart). ctx is the context given to Run. It returns the context
+	// the function runs with, derived from ctx (an OpenTelemetry observer
+	// puts its scope span there, so that spans the function starts are
+	// its children), and the ScopeObserver that receives the run's events,
+	// which may be nil to ignore the run.
+	StartScope(ctx context.Context, info ScopeInfo) (context.Context, ScopeObserver)
 }
 
-// ScopeObserver receives the events of one run of a function.
+// ScopeInfo describes a run of a function to an [Observer].
+type ScopeInfo struct {
+	Name    string // the name given with [WithName], or ""
+	Attempt int    // 1, and one more for every restart
+}
+
+// ScopeObserver receives the events of one run of a function. A Lost event
+// comes from the backend's goroutine and may arrive after the lock's
+// Released event or after End, when the loss raced the release.
 type ScopeObserver interface {
 	// Event reports one event.
 	Event(Event)
@@ -62,7 +73,7 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind    EventKind
 	Key     string        // the lock's key (Acquired, Refused, Lost, Released)
-	Keys    []string      // the yield's keys still to acquire, sorted (WaitStart, WaitEnd); do not keep
+	Keys    []string      // the yield's keys, sorted, without duplicates, held ones included (WaitStart, WaitEnd); do not keep
 	Held    string        // the highest held key (Refused)
 	Backend string        // the key's namespace: the text before its first ':' ("mem", "redis", ...)
 	Token   uint64        // fencing token, 0 if the backend issues none (Acquired)
@@ -77,6 +88,14 @@ func namespace(key string) string {
 		return key[:i]
 	}
 	return ""
+}
+
+// WithName names the function for observers (a span name, a log attribute).
+func WithName(name string) Option {
+	return optionFunc(func(c *config) error {
+		c.name = name
+		return nil
+	})
 }
 
 // WithObserver sends the events of every run to o. Several WithObserver
@@ -103,8 +122,12 @@ func WithLogger(l *slog.Logger) Option {
 
 type slogObserver struct{ l *slog.Logger }
 
-func (o slogObserver) StartScope(ctx context.Context) ScopeObserver {
-	return &slogScope{l: o.l, ctx: ctx}
+func (o slogObserver) StartScope(ctx context.Context, info ScopeInfo) (context.Context, ScopeObserver) {
+	l := o.l
+	if info.Name != "" {
+		l = l.With(slog.String("scope", info.Name))
+	}
+	return ctx, &slogScope{l: l, ctx: ctx}
 }
 
 type slogScope struct {
@@ -192,17 +215,24 @@ func (o *observing) released(key string, err error) {
 	o.emit(Event{Kind: Released, Key: key, Hold: time.Since(at), Err: err})
 }
 
-func startObserving(ctx context.Context, obs []Observer, attempt int) *observing {
-	if len(obs) == 0 {
-		return nil
+// startObserving starts a run's observers; each gets the context the one
+// before it returned. It returns the context the function runs with.
+func startObserving(ctx context.Context, cfg *config, attempt int) (context.Context, *observing) {
+	if len(cfg.observers) == 0 {
+		return ctx, nil
 	}
 	o := &observing{attempt: attempt}
-	for _, ob := range obs {
-		if so := ob.StartScope(ctx); so != nil {
+	info := ScopeInfo{Name: cfg.name, Attempt: attempt}
+	for _, ob := range cfg.observers {
+		octx, so := ob.StartScope(ctx, info)
+		if octx != nil {
+			ctx = octx
+		}
+		if so != nil {
 			o.scopes = append(o.scopes, so)
 		}
 	}
-	return o
+	return ctx, o
 }
 
 func (o *observing) emit(e Event) {

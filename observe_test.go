@@ -24,7 +24,9 @@ type recorder struct {
 	waits map[string]time.Duration
 }
 
-func (r *recorder) StartScope(context.Context) caesura.ScopeObserver { return r }
+func (r *recorder) StartScope(ctx context.Context, _ caesura.ScopeInfo) (context.Context, caesura.ScopeObserver) {
+	return ctx, r
+}
 
 func (r *recorder) Event(e caesura.Event) {
 	r.mu.Lock()
@@ -207,5 +209,44 @@ func TestWithLogger(t *testing.T) {
 	_ = caesura.Run(ctxT(t), func(ctx context.Context, yield caesura.Yield) error { return yield(ml.Mutex("x")) }, caesura.WithLogger(quiet))
 	if buf.Len() != 0 {
 		t.Fatalf("logged at Warn level for a clean run: %s", buf.String())
+	}
+}
+
+type ctxObserver struct{ infos []caesura.ScopeInfo }
+
+type obsKey struct{}
+
+func (o *ctxObserver) StartScope(ctx context.Context, info caesura.ScopeInfo) (context.Context, caesura.ScopeObserver) {
+	o.infos = append(o.infos, info)
+	return context.WithValue(ctx, obsKey{}, info.Attempt), nil
+}
+
+// An observer's context reaches the function, and it learns the scope's name
+// and attempt.
+func TestObserverContextAndInfo(t *testing.T) {
+	ml := memlock.New(memlock.Options{})
+	ctx := ctxT(t)
+	h, _ := ml.Mutex("a").Acquire(ctx)
+	o := &ctxObserver{}
+	var seen []any
+	err := caesura.Run(ctx, func(ctx context.Context, yield caesura.Yield) error {
+		seen = append(seen, ctx.Value(obsKey{}))
+		if len(seen) == 1 {
+			defer h.Release(ctx)
+		}
+		if err := yield(ml.Mutex("b")); err != nil {
+			return err
+		}
+		return yield(ml.Mutex("a"))
+	}, caesura.WithObserver(o), caesura.WithName("transfer"), caesura.WithRestart(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []caesura.ScopeInfo{{Name: "transfer", Attempt: 1}, {Name: "transfer", Attempt: 2}}
+	if !slices.Equal(o.infos, want) {
+		t.Fatalf("infos %v, want %v", o.infos, want)
+	}
+	if !slices.Equal(seen, []any{1, 2}) {
+		t.Fatalf("the function saw observer values %v, want [1 2]", seen)
 	}
 }

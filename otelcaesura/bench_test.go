@@ -26,7 +26,9 @@ func (discard) ForceFlush(context.Context) error                { return nil }
 // emptyObserver does nothing: it measures what observing costs the core.
 type emptyObserver struct{}
 
-func (emptyObserver) StartScope(context.Context) caesura.ScopeObserver { return emptyObserver{} }
+func (emptyObserver) StartScope(ctx context.Context, _ caesura.ScopeInfo) (context.Context, caesura.ScopeObserver) {
+	return ctx, emptyObserver{}
+}
 func (emptyObserver) Event(caesura.Event)                              {}
 func (emptyObserver) End(error)                                        {}
 

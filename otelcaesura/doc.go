@@ -21,11 +21,10 @@
 // call shows as several caesura.scope spans under one parent. Attributes:
 //
 //	caesura.attempt  int     the run's attempt, from 1
+//	caesura.name     string  the name given with caesura.WithName, if any
 //
-// Spans that the function itself starts are not children of caesura.scope
-// but its siblings: the function's context comes from the context given to
-// Run, and an observer cannot change it. A nested Run's scope span is
-// likewise a sibling of the outer one.
+// The function runs with the scope span in its context, so spans it starts
+// (and the scope spans of nested Runs) are children of caesura.scope.
 //
 // When a run ends with an error, its span's status is Error with the error's
 // text, and the error is recorded as an exception event. On a restart that

@@ -153,6 +153,7 @@ const (
 // The attribute keys.
 const (
 	AttrAttempt = attribute.Key("caesura.attempt")
+	AttrName    = attribute.Key("caesura.name") // the scope's caesura.WithName
 	AttrKey     = attribute.Key("caesura.key")
 	AttrKeys    = attribute.Key("caesura.keys")
 	AttrHeld    = attribute.Key("caesura.held")
@@ -230,13 +231,16 @@ func (o *observer) setsFor(backend string) *backendSets {
 	return s
 }
 
-func (o *observer) StartScope(ctx context.Context) caesura.ScopeObserver {
+func (o *observer) StartScope(ctx context.Context, info caesura.ScopeInfo) (context.Context, caesura.ScopeObserver) {
 	ctx, span := o.tracer.Start(ctx, SpanScope)
 	rec := span.IsRecording()
 	if rec {
-		span.SetAttributes(AttrAttempt.Int(1))
+		span.SetAttributes(AttrAttempt.Int(info.Attempt))
+		if info.Name != "" {
+			span.SetAttributes(AttrName.String(info.Name))
+		}
 	}
-	return &scope{o: o, ctx: ctx, span: span, recording: rec, attempt: 1}
+	return ctx, &scope{o: o, ctx: ctx, span: span, recording: rec, attempt: info.Attempt}
 }
 
 // scope is the state of one run. Its methods are called from the scope's
@@ -273,12 +277,6 @@ func (s *scope) Event(e caesura.Event) {
 	ctx := s.ctx
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e.Attempt != s.attempt && e.Attempt > 0 && s.recording && !s.ended {
-		// StartScope is not told the attempt: the first event of a
-		// restarted run corrects the default of 1.
-		s.attempt = e.Attempt
-		s.span.SetAttributes(AttrAttempt.Int(e.Attempt))
-	}
 	switch e.Kind {
 	case caesura.WaitStart:
 		s.lastWait = 0

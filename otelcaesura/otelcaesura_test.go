@@ -574,3 +574,46 @@ func TestBackendCap(t *testing.T) {
 			len(backends), backends[otelcaesura.OtherBackend], otelcaesura.OtherBackend, otelcaesura.MaxBackends+1)
 	}
 }
+
+// Spans the function starts are children of its scope span, and the scope
+// span carries the name given with caesura.WithName.
+func TestFunctionSpansNestUnderScope(t *testing.T) {
+	h := newHarness(t)
+	ml := memlock.New(memlock.Options{})
+	err := caesura.Run(h.ctx, func(ctx context.Context, yield caesura.Yield) error {
+		if err := yield(ml.Mutex("a")); err != nil {
+			return err
+		}
+		_, span := trace.SpanFromContext(ctx).TracerProvider().Tracer("app").Start(ctx, "write")
+		span.End()
+		return nil
+	}, caesura.WithObserver(h.obs), caesura.WithName("transfer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.parent.End()
+	var scope, write sdktrace.ReadOnlySpan
+	for _, s := range h.spans.Ended() {
+		switch s.Name() {
+		case otelcaesura.SpanScope:
+			scope = s
+		case "write":
+			write = s
+		}
+	}
+	if scope == nil || write == nil {
+		t.Fatalf("spans: scope %v, write %v", scope, write)
+	}
+	if write.Parent().SpanID() != scope.SpanContext().SpanID() {
+		t.Fatalf("the function's span has parent %v, want the scope span %v", write.Parent().SpanID(), scope.SpanContext().SpanID())
+	}
+	var name string
+	for _, kv := range scope.Attributes() {
+		if kv.Key == otelcaesura.AttrName {
+			name = kv.Value.AsString()
+		}
+	}
+	if name != "transfer" {
+		t.Fatalf("scope span caesura.name = %q, want transfer", name)
+	}
+}
