@@ -29,8 +29,8 @@ type emptyObserver struct{}
 func (emptyObserver) StartScope(ctx context.Context, _ caesura.ScopeInfo) (context.Context, caesura.ScopeObserver) {
 	return ctx, emptyObserver{}
 }
-func (emptyObserver) Event(caesura.Event)                              {}
-func (emptyObserver) End(error)                                        {}
+func (emptyObserver) Event(caesura.Event) {}
+func (emptyObserver) End(error)           {}
 
 // BenchmarkRun is the cost of one uncontended Run that yields one memlock
 // lock: without an observer, with an observer that does nothing, with the adapter on no-op providers (the
