@@ -35,6 +35,30 @@ func BenchmarkUncontended(b *testing.B) {
 			}
 		}
 	})
+	// The same two with the lock named inside the loop, as the README's
+	// example does (locks.Mutex("user:" + id) on every call).
+	ml := memlock.New(memlock.Options{})
+	b.Run("bare-named", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h, err := ml.Mutex("k").Acquire(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := h.Release(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	named := func(ctx context.Context, yield caesura.Yield) error { return yield(ml.Mutex("k")) }
+	b.Run("run-named", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := caesura.Run(ctx, named); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	ser := caesura.Serialize(func(ctx context.Context, yield caesura.Yield, l caesura.Lock) (int, error) {
 		return 1, yield(l)
 	})
