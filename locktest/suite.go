@@ -60,6 +60,7 @@ func runSuite(t *testing.T, h Harness) {
 	t.Run("CrossYieldDeadlockFreedom", s.crossYield)
 	t.Run("RandomTransfers", s.randomTransfers)
 	t.Run("EmptyName", s.emptyName)
+	t.Run("BadInput", s.badInput)
 	t.Run("Loss", s.loss)
 }
 
