@@ -26,7 +26,12 @@ type scope struct {
 
 	timer atomic.Pointer[releaseTimer] // the release context's, once a backend asked
 
-	mu     sync.Mutex // guards what follows
+	faulty atomic.Bool // fault is set: a yield failed or a lock was lost
+
+	// mu guards what follows. Writers of held, maxKey and closed also hold
+	// ymu, so the goroutine that holds ymu may read them without mu;
+	// everyone else (nested scopes, Token) takes mu.
+	mu     sync.Mutex
 	held   []heldLock
 	maxKey string  // the highest key in held
 	fault  *faults // nil until a yield fails or a lock is lost
@@ -44,8 +49,19 @@ type faults struct {
 func (s *scope) faultsLocked() *faults {
 	if s.fault == nil {
 		s.fault = &faults{}
+		s.faulty.Store(true)
 	}
 	return s.fault
+}
+
+// failed returns the first failed yield's error.
+func (s *scope) failed() error {
+	if !s.faulty.Load() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failedLocked()
 }
 
 // failed returns the first failed yield's error; s.mu is held.
@@ -123,31 +139,29 @@ func (s *scope) yieldLocks(locks ...Lock) error {
 	}
 	defer s.ymu.Unlock()
 
-	// The one-lock case reads its key before taking s.mu (Key is the
-	// caller's code) so that one critical section checks the scope's state
-	// and whether the scope holds the key.
+	// Holding ymu, this goroutine is the only writer of closed, held and
+	// maxKey: it reads them without mu.
+	if s.closed {
+		return ErrScopeEnded
+	}
+	if failed := s.failed(); failed != nil {
+		return fmt.Errorf("%w: %w", ErrYieldFailed, failed)
+	}
+	if s.cfg.restart > 0 {
+		s.mu.Lock()
+		m := s.extra()
+		m.seen = append(m.seen, locks...)
+		s.mu.Unlock()
+	}
 	var key string
 	one := len(locks) == 1 && locks[0] != nil
 	if one {
 		key = locks[0].Key()
 	}
-	s.mu.Lock()
-	closed, failed := s.closed, s.failedLocked()
-	if !closed && s.cfg.restart > 0 {
-		m := s.extra()
-		m.seen = append(m.seen, locks...)
-	}
 	var held bool
 	var top string
 	if one && key != "" {
 		held, top = s.holdsLocked(key), s.maxKey
-	}
-	s.mu.Unlock()
-	if closed {
-		return ErrScopeEnded
-	}
-	if failed != nil {
-		return fmt.Errorf("%w: %w", ErrYieldFailed, failed)
 	}
 	if err := s.Err(); err != nil {
 		err = fmt.Errorf("caesura: yield: %w", errors.Join(ErrNotAcquired, context.Cause(s)))
@@ -304,7 +318,9 @@ func (s *scope) acquireLocks(locks []Lock) error {
 // sorted validates locks and returns them sorted by key without duplicates,
 // in scratch space the scope reuses.
 func (s *scope) sorted(locks []Lock) ([]pending, error) {
+	s.mu.Lock() // more is read by nested scopes under mu
 	m := s.extra()
+	s.mu.Unlock()
 	ps := m.scratch[:0]
 	for i, l := range locks {
 		if l == nil {
@@ -531,6 +547,9 @@ func (s *scope) releaseAll(held []heldLock) error {
 // result combines the function's error with what the scope knows: a failed
 // yield and a lost lock are reported even if the function dropped them.
 func (s *scope) result(fnErr, relErr error) error {
+	if !s.faulty.Load() && relErr == nil {
+		return fnErr
+	}
 	s.mu.Lock()
 	var yieldErr, lost error
 	if s.fault != nil {
