@@ -1,0 +1,605 @@
+package etcdlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/caesura-go/caesura"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// lock is one named etcd lock: a FIFO queue of waiter keys under queue.
+type lock struct {
+	l     *Locker
+	name  string
+	key   string // the caesura key
+	queue string // the etcd prefix of the queue, ending in "/"
+}
+
+var (
+	_ caesura.TryLocker = (*lock)(nil)
+	_ caesura.BatchLock = (*lock)(nil)
+	_ caesura.Fenced    = (*held)(nil)
+	_ caesura.Lossy     = (*held)(nil)
+)
+
+// Key returns the lock's key: [KeyPrefix], the Locker's prefix, the name.
+func (m *lock) Key() string { return m.key }
+
+// Batcher returns the Locker's Batcher, the same for all its locks.
+func (m *lock) Batcher() caesura.Batcher { return m.l.batch }
+
+func (m *lock) check() error {
+	if m.name == "" {
+		return fmt.Errorf("etcdlock: %w: empty lock name", caesura.ErrInvalidLock)
+	}
+	return nil
+}
+
+// Acquire queues for the lock and waits, in FIFO order, until it is at the
+// head of the queue or ctx is done. It writes once (a transaction that puts
+// the waiter key and reads its predecessor); a waiter watches only its
+// predecessor.
+//
+// Errors: [caesura.ErrNotAcquired] with ctx's error when ctx ended the wait;
+// [ErrUnavailable] when etcd did not answer; [ErrSessionEnded] or
+// [ErrKeyDeleted] when the session or the waiter key ended while waiting;
+// [ErrClosed]; [caesura.ErrInvalidLock] for an empty name. On error no key
+// of this acquisition is left in etcd (when etcd cannot be reached to delete
+// it, the session is abandoned so that its lease takes the key away).
+func (m *lock) Acquire(ctx context.Context) (caesura.Held, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, caesura.NotAcquired(m.key, err)
+	}
+	s, ekey, resp, err := m.put(ctx, "enqueue", func(s *session, ekey string) clientv3.Txn {
+		return m.l.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(ekey), "=", 0)).
+			Then(m.opLast(0), clientv3.OpPut(ekey, "", clientv3.WithLease(s.id)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("etcdlock: lock %q: waiter key %q exists already", m.key, ekey)
+	}
+	h := newHeld(m, s, ekey, resp.Header.Revision)
+	if err := h.wait(ctx, lastKV(resp.Responses[0])); err != nil {
+		h.abort()
+		return nil, err
+	}
+	return h, nil
+}
+
+// TryAcquire takes the lock if its queue is empty, in one transaction that
+// writes nothing otherwise, and fails with [caesura.ErrNotAcquired] if the
+// lock is held or waited for. ctx bounds the request; other errors are as
+// for Acquire.
+func (m *lock) TryAcquire(ctx context.Context) (caesura.Held, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, caesura.NotAcquired(m.key, err)
+	}
+	s, ekey, resp, err := m.put(ctx, "try", func(s *session, ekey string) clientv3.Txn {
+		return m.l.client.Txn(ctx).If(m.cmpFree()).Then(clientv3.OpPut(ekey, "", clientv3.WithLease(s.id)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("etcdlock: lock %q: %w: taken", m.key, caesura.ErrNotAcquired)
+	}
+	return newHeld(m, s, ekey, resp.Header.Revision), nil
+}
+
+// put runs the transaction that txn builds to create a waiter key with the
+// session's lease. If the lease turns out to be gone (revoked before the
+// keep-alive noticed), nothing was written: it ends that session and tries
+// once more with a new one. After any other failure the outcome is unknown,
+// so it deletes the key in the background.
+func (m *lock) put(ctx context.Context, op string, txn func(s *session, ekey string) clientv3.Txn) (*session, string, *clientv3.TxnResponse, error) {
+	for attempt := 0; ; attempt++ {
+		s, err := m.l.session(ctx)
+		if err != nil {
+			return nil, "", nil, m.requestErr(ctx, err)
+		}
+		ekey := m.l.newKey(m.queue, s)
+		resp, err := txn(s, ekey).Commit()
+		if err == nil {
+			return s, ekey, resp, nil
+		}
+		if attempt == 0 && errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			s.cancel(fmt.Errorf("etcdlock: lease %x: %w: %w", int64(s.id), ErrSessionEnded, err))
+			continue
+		}
+		m.l.cleanupLater(s, ekey, 0)
+		return nil, "", nil, m.requestErr(ctx, fmt.Errorf("%s: %w", op, err))
+	}
+}
+
+// cmpFree is true when the queue is empty: no key under it has a create
+// revision other than 0 (etcd compares an empty range as one absent key).
+func (m *lock) cmpFree() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(m.queue), "=", 0).WithPrefix()
+}
+
+// opLast reads the newest key of the queue created before revision below
+// (any, if below == 0): a waiter's predecessor.
+func (m *lock) opLast(below int64) clientv3.Op {
+	opts := append(clientv3.WithLastCreate(), clientv3.WithKeysOnly())
+	if below > 0 {
+		opts = append(opts, clientv3.WithMaxCreateRev(below-1))
+	}
+	return clientv3.OpGet(m.queue, opts...)
+}
+
+// requestErr wraps a failed request's error: with ErrNotAcquired and ctx's
+// error when ctx is done, with ErrUnavailable unless it is ErrClosed.
+func (m *lock) requestErr(ctx context.Context, err error) error {
+	if errors.Is(err, ErrClosed) {
+		return fmt.Errorf("etcdlock: lock %q: %w", m.key, err)
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%w (%w: %v)", caesura.NotAcquired(m.key, cerr), ErrUnavailable, err)
+	}
+	return fmt.Errorf("etcdlock: lock %q: %w: %w", m.key, ErrUnavailable, err)
+}
+
+// lastKV returns the one key of a limit-1 range response, or nil.
+func lastKV(r *etcdserverpb.ResponseOp) *mvccpb.KeyValue {
+	if rr := r.GetResponseRange(); rr != nil && len(rr.Kvs) > 0 {
+		return rr.Kvs[0]
+	}
+	return nil
+}
+
+// held is one acquisition: the waiter key ekey created at revision rev. It
+// exists from the moment the key is created, so that a waiter notices its
+// key's deletion the same way a holder does.
+type held struct {
+	m    *lock
+	s    *session
+	ekey string
+	rev  int64
+
+	lost       context.Context // cancelled when the key or session is gone
+	cancelLost context.CancelCauseFunc
+	timer      *time.Timer   // starts the monitor
+	stop       chan struct{} // closed to stop the monitor
+	done       chan struct{} // closed when the monitor has returned
+	released   atomic.Bool
+}
+
+// errReleased is the cause of a Lost context cancelled by Release.
+var errReleased = errors.New("etcdlock: lock released")
+
+func newHeld(m *lock, s *session, ekey string, rev int64) *held {
+	lost, cancel := context.WithCancelCause(s.ctx)
+	h := &held{m: m, s: s, ekey: ekey, rev: rev, lost: lost, cancelLost: cancel,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	h.timer = time.AfterFunc(monitorDelay, h.monitor)
+	return h
+}
+
+// monitorDelay is how long a Held waits before it watches its key. A watch
+// costs hundreds of allocations in the client and a read; a lock released
+// sooner never pays for them. Nothing is missed: once the watch is in
+// place, a read checks the key.
+const monitorDelay = 50 * time.Millisecond
+
+// Token returns the fencing token: the waiter key's create revision, which
+// is higher for every later acquisition of the lock (etcd revisions only
+// grow, and a later waiter key is always created later). Storage that keeps
+// the highest token it has seen and refuses lower ones makes a stale holder
+// harmless.
+func (h *held) Token() uint64 { return uint64(h.rev) }
+
+// Lost returns a context cancelled when the lock is lost: its session ended
+// (cause matching [ErrSessionEnded]) or its key was deleted by someone else
+// (cause matching [ErrKeyDeleted]). Release cancels it too.
+func (h *held) Lost() context.Context { return h.lost }
+
+// Release deletes the lock's key, but only the key of this acquisition (a
+// transaction conditioned on its create revision), so a stale or repeated
+// release never deletes a newer holder's key. It returns an error matching
+// [caesura.ErrNotHeld] when the lock was released already or lost, and one
+// matching [ErrUnavailable] when etcd did not answer (the key is then
+// deleted in the background, or its session abandoned so that the lease
+// takes it away).
+func (h *held) Release(ctx context.Context) error {
+	if !h.released.CompareAndSwap(false, true) {
+		return fmt.Errorf("etcdlock: release %q: %w", h.m.key, caesura.ErrNotHeld)
+	}
+	h.stopMonitor()
+	var lostCause error
+	if h.lost.Err() != nil {
+		lostCause = context.Cause(h.lost)
+	}
+	resp, err := h.m.l.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(h.ekey), "=", h.rev)).
+		Then(clientv3.OpDelete(h.ekey)).
+		Commit()
+	h.cancelLost(errReleased)
+	if err != nil {
+		h.m.l.cleanupLater(h.s, h.ekey, h.rev)
+		err = fmt.Errorf("etcdlock: release %q: %w: %w", h.m.key, ErrUnavailable, err)
+	}
+	switch {
+	case lostCause != nil:
+		return errors.Join(fmt.Errorf("etcdlock: release %q: %w: %w", h.m.key, caesura.ErrNotHeld, lostCause), err)
+	case err != nil:
+		return err
+	case !resp.Succeeded:
+		return fmt.Errorf("etcdlock: release %q: %w: key %q no longer exists", h.m.key, caesura.ErrNotHeld, h.ekey)
+	}
+	return nil
+}
+
+// abort gives up a waiter key after a failed wait.
+func (h *held) abort() {
+	h.released.Store(true)
+	h.stopMonitor()
+	h.cancelLost(errReleased)
+	// Delete the key now, so the lock is free when Acquire returns; if
+	// etcd is slow to answer, go on trying in the background.
+	if err := h.m.l.deleteKey(context.Background(), h.ekey, h.rev, time.Second); err != nil {
+		h.m.l.cleanupLater(h.s, h.ekey, h.rev)
+	}
+}
+
+func (h *held) stopMonitor() {
+	close(h.stop)
+	if h.timer.Stop() {
+		return // never started
+	}
+	<-h.done
+}
+
+// monitor watches the key for deletion until stopped or lost. The watch
+// starts at the current revision, so the server counts it as synced (a watch
+// from an older revision is served by a 100 ms catch-up loop that also
+// delays other watchers); once the server has confirmed it, a read checks
+// that the key was not deleted before.
+func (h *held) monitor() {
+	defer close(h.done)
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-h.lost.Done():
+			return
+		default:
+		}
+		wctx, wcancel := context.WithCancel(context.Background())
+		wch := h.m.l.client.Watch(wctx, h.ekey, clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+		gone, stopped := h.watchKey(wch)
+		wcancel()
+		if gone {
+			h.keyGone()
+			return
+		}
+		if stopped {
+			return
+		}
+		// The watch broke (client reconnecting): pause, then watch again.
+		select {
+		case <-h.stop:
+			return
+		case <-h.lost.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// watchKey follows one watch of the key until the key is gone, the monitor
+// is stopped or the lock lost, or the watch breaks (neither).
+func (h *held) watchKey(wch clientv3.WatchChan) (gone, stopped bool) {
+	for {
+		select {
+		case <-h.stop:
+			return false, true
+		case <-h.lost.Done():
+			return false, true
+		case resp, ok := <-wch:
+			switch {
+			case !ok || resp.Canceled || resp.Err() != nil:
+				return false, false
+			case resp.Created:
+				exists, err := h.exists()
+				if err != nil {
+					return false, false
+				}
+				if !exists {
+					return true, false
+				}
+			default:
+				for _, ev := range resp.Events {
+					if ev.Type == clientv3.EventTypeDelete {
+						return true, false
+					}
+				}
+			}
+		}
+	}
+}
+
+// exists reads whether the key of this acquisition still exists.
+func (h *held) exists() (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	go func() { // end the read early when stopped
+		select {
+		case <-h.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	resp, err := h.m.l.client.Get(ctx, h.ekey, clientv3.WithKeysOnly())
+	if err != nil {
+		return false, err
+	}
+	return len(resp.Kvs) == 1 && resp.Kvs[0].CreateRevision == h.rev, nil
+}
+
+// keyGone reports the key's deletion: as the end of the session if its
+// lease is gone too (and then ends the session for all its locks), else as
+// a deletion by someone else.
+func (h *held) keyGone() {
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	ttl, err := h.m.l.client.TimeToLive(ctx, h.s.id)
+	cancel()
+	if err == nil && ttl.TTL <= 0 {
+		cause := fmt.Errorf("etcdlock: lease %x: %w", int64(h.s.id), ErrSessionEnded)
+		h.s.cancel(cause)
+		h.cancelLost(cause)
+		return
+	}
+	h.cancelLost(fmt.Errorf("etcdlock: key %q: %w", h.ekey, ErrKeyDeleted))
+}
+
+// wait blocks until the key is at the head of its queue: pred, the key
+// created just before it, is nil. It watches only pred (no herd). The watch
+// starts at the current revision, so the server counts it as synced and
+// sends the deletion at once; once the server has confirmed the watch, the
+// queue is read again, so a deletion just before the watch is not missed.
+func (h *held) wait(ctx context.Context, pred *mvccpb.KeyValue) error {
+	for pred != nil {
+		wctx, wcancel := context.WithCancel(ctx)
+		wch := h.m.l.client.Watch(wctx, string(pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+		next, err := h.awaitDelete(ctx, wch, pred)
+		wcancel()
+		if err != nil {
+			return err
+		}
+		pred = next
+	}
+	return nil
+}
+
+// awaitDelete waits on a watch of pred until pred is gone, and returns the
+// next predecessor (nil when the key is at the head).
+func (h *held) awaitDelete(ctx context.Context, wch clientv3.WatchChan, pred *mvccpb.KeyValue) (*mvccpb.KeyValue, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, caesura.NotAcquired(h.m.key, ctx.Err())
+		case <-h.lost.Done():
+			return nil, h.waitLost()
+		case resp, ok := <-wch:
+			switch {
+			case !ok || resp.Canceled || resp.Err() != nil:
+				if err := ctx.Err(); err != nil {
+					return nil, caesura.NotAcquired(h.m.key, err)
+				}
+				werr := resp.Err()
+				if werr == nil {
+					werr = errors.New("watch closed")
+				}
+				return nil, fmt.Errorf("etcdlock: lock %q: watch predecessor: %w: %w", h.m.key, ErrUnavailable, werr)
+			case resp.Created:
+				next, err := h.predecessor(ctx)
+				if err != nil || next == nil || next.CreateRevision != pred.CreateRevision {
+					return next, err
+				}
+			default:
+				for _, ev := range resp.Events {
+					if ev.Type == clientv3.EventTypeDelete {
+						return h.predecessor(ctx)
+					}
+				}
+			}
+		}
+	}
+}
+
+// predecessor reads the key created just before ours, checking in the same
+// transaction that ours still exists.
+func (h *held) predecessor(ctx context.Context) (*mvccpb.KeyValue, error) {
+	resp, err := h.m.l.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(h.ekey), "=", h.rev)).
+		Then(h.m.opLast(h.rev)).
+		Commit()
+	if err != nil {
+		return nil, h.m.requestErr(ctx, fmt.Errorf("read predecessor: %w", err))
+	}
+	if !resp.Succeeded {
+		h.keyGone()
+		return nil, h.waitLost()
+	}
+	return lastKV(resp.Responses[0]), nil
+}
+
+// waitLost is the error of a waiter whose key or session ended.
+func (h *held) waitLost() error {
+	return fmt.Errorf("etcdlock: lock %q: waiting stopped: %w", h.m.key, context.Cause(h.lost))
+}
+
+// batcher acquires runs of one Locker's locks.
+type batcher struct{ l *Locker }
+
+// AcquireBatch acquires locks (sorted by key, all from this Locker) in as few
+// transactions as the ordering rule allows: one transaction takes every lock
+// when all are free. Otherwise it takes the free locks below the first
+// taken one, together with a place in that one's queue, in one transaction,
+// waits for it, and goes on with the rest. It never queues for a lock
+// before every lower lock of the batch is held. On error no lock of the
+// batch is held.
+func (b *batcher) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]caesura.Held, error) {
+	ms := make([]*lock, len(locks))
+	for i, x := range locks {
+		m, ok := x.(*lock)
+		if !ok || m.l != b.l {
+			return nil, fmt.Errorf("etcdlock: batch: %w: lock %d is not from this Locker", caesura.ErrInvalidLock, i)
+		}
+		if err := m.check(); err != nil {
+			return nil, err
+		}
+		if i > 0 && m.key <= ms[i-1].key {
+			// Two keys of one caller in one queue at one revision would
+			// both see no predecessor: refuse rather than hold twice.
+			return nil, fmt.Errorf("etcdlock: batch: %w: locks not sorted or duplicated at %q", caesura.ErrInvalidLock, m.key)
+		}
+		ms[i] = m
+	}
+	helds := make([]caesura.Held, 0, len(ms))
+	fail := func(err error) ([]caesura.Held, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		for i := len(helds) - 1; i >= 0; i-- {
+			if rerr := helds[i].Release(ctx); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		return nil, err
+	}
+	for i := 0; i < len(ms); {
+		if err := ctx.Err(); err != nil {
+			return fail(caesura.NotAcquired(ms[i].key, err))
+		}
+		s, err := b.l.session(ctx)
+		if err != nil {
+			return fail(ms[i].requestErr(ctx, err))
+		}
+		rest := ms[i:]
+		ekeys := make([]string, len(rest))
+		cmps := make([]clientv3.Cmp, len(rest))
+		puts := make([]clientv3.Op, len(rest))
+		counts := make([]clientv3.Op, len(rest))
+		for j, m := range rest {
+			ekeys[j] = b.l.newKey(m.queue, s)
+			cmps[j] = m.cmpFree()
+			puts[j] = clientv3.OpPut(ekeys[j], "", clientv3.WithLease(s.id))
+			counts[j] = clientv3.OpGet(m.queue, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		}
+		resp, err := b.l.client.Txn(ctx).If(cmps...).Then(puts...).Else(counts...).Commit()
+		if err != nil {
+			for _, k := range ekeys {
+				b.l.cleanupLater(s, k, 0)
+			}
+			return fail(rest[0].requestErr(ctx, fmt.Errorf("batch: %w", err)))
+		}
+		if resp.Succeeded {
+			for j, m := range rest {
+				helds = append(helds, newHeld(m, s, ekeys[j], resp.Header.Revision))
+			}
+			return helds, nil
+		}
+		k := -1 // the first taken lock of rest
+		for j, r := range resp.Responses {
+			if rr := r.GetResponseRange(); rr != nil && rr.Count > 0 {
+				k = j
+				break
+			}
+		}
+		if k < 0 {
+			continue // freed meanwhile: try the whole rest again
+		}
+		// Take rest[:k] (free) and queue for rest[k] in one transaction.
+		ops := make([]clientv3.Op, 0, k+2)
+		ops = append(ops, puts[:k]...)
+		ops = append(ops, rest[k].opLast(0), puts[k])
+		resp, err = b.l.client.Txn(ctx).If(cmps[:k]...).Then(ops...).Commit()
+		if err != nil {
+			for _, key := range ekeys[:k+1] {
+				b.l.cleanupLater(s, key, 0)
+			}
+			return fail(rest[0].requestErr(ctx, fmt.Errorf("batch: %w", err)))
+		}
+		if !resp.Succeeded {
+			continue // one of rest[:k] was taken meanwhile: start over at i
+		}
+		for j := range k {
+			helds = append(helds, newHeld(rest[j], s, ekeys[j], resp.Header.Revision))
+		}
+		h := newHeld(rest[k], s, ekeys[k], resp.Header.Revision)
+		if err := h.wait(ctx, lastKV(resp.Responses[k])); err != nil {
+			h.abort()
+			return fail(err)
+		}
+		helds = append(helds, h)
+		i += k + 1
+	}
+	return helds, nil
+}
+
+// ReleaseBatch releases Helds of this Locker in one transaction: each key is
+// deleted only if it still has the create revision of its acquisition, so it
+// is as safe as Release one by one. The core calls it for a run of locks a
+// batch acquired ([caesura.BatchReleaser]). Errors name each lock that was
+// no longer held; if etcd does not answer, every key is deleted in the
+// background, as Release does.
+func (b *batcher) ReleaseBatch(ctx context.Context, helds []caesura.Held) error {
+	var errs []error
+	hs := make([]*held, 0, len(helds))
+	for _, x := range helds {
+		h, ok := x.(*held)
+		if !ok || h.m.l != b.l {
+			errs = append(errs, fmt.Errorf("etcdlock: ReleaseBatch: %w: %T is not a Held of this Locker", caesura.ErrInvalidLock, x))
+			continue
+		}
+		if !h.released.CompareAndSwap(false, true) {
+			errs = append(errs, fmt.Errorf("etcdlock: release %q: %w", h.m.key, caesura.ErrNotHeld))
+			continue
+		}
+		h.stopMonitor()
+		hs = append(hs, h)
+	}
+	if len(hs) == 0 {
+		return errors.Join(errs...)
+	}
+	ops := make([]clientv3.Op, len(hs))
+	for i, h := range hs {
+		ops[i] = clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(h.ekey), "=", h.rev)},
+			[]clientv3.Op{clientv3.OpDelete(h.ekey)}, nil)
+	}
+	resp, err := b.l.client.Txn(ctx).Then(ops...).Commit()
+	for i, h := range hs {
+		var lostCause error
+		if h.lost.Err() != nil {
+			lostCause = context.Cause(h.lost)
+		}
+		h.cancelLost(errReleased)
+		switch {
+		case err != nil:
+			h.m.l.cleanupLater(h.s, h.ekey, h.rev)
+			errs = append(errs, fmt.Errorf("etcdlock: release %q: %w: %w", h.m.key, ErrUnavailable, err))
+		case lostCause != nil:
+			errs = append(errs, fmt.Errorf("etcdlock: release %q: %w: %w", h.m.key, caesura.ErrNotHeld, lostCause))
+		case !resp.Responses[i].GetResponseTxn().Succeeded:
+			errs = append(errs, fmt.Errorf("etcdlock: release %q: %w: key %q no longer exists", h.m.key, caesura.ErrNotHeld, h.ekey))
+		}
+	}
+	return errors.Join(errs...)
+}
