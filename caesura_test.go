@@ -777,3 +777,33 @@ func TestBatchAcquireAndRelease(t *testing.T) {
 		t.Fatalf("%d keys held after Run", ml.Len())
 	}
 }
+
+// The release context lets context.AfterFunc register without a goroutine,
+// and reports its own cause, not the cancelled caller's.
+func TestReleaseContextAfterFunc(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(ctxT(t))
+	var checked atomic.Bool
+	l := caesura.FromFuncs("x", func(context.Context) error { return nil }, func(rctx context.Context) error {
+		before := runtime.NumGoroutine()
+		stop := context.AfterFunc(rctx, func() {})
+		if after := runtime.NumGoroutine(); after != before {
+			t.Errorf("context.AfterFunc on the release context started %d goroutines", after-before)
+		}
+		stop()
+		if c := context.Cause(rctx); c != nil {
+			t.Errorf("release context cause %v, want nil (the caller's cancellation must not show)", c)
+		}
+		checked.Store(true)
+		return nil
+	})
+	err := caesura.Run(ctx, func(ctx context.Context, yield caesura.Yield) error {
+		if err := yield(l); err != nil {
+			return err
+		}
+		cancel(errors.New("caller gave up"))
+		return nil
+	})
+	if err != nil || !checked.Load() {
+		t.Fatalf("Run: %v, release checked: %v", err, checked.Load())
+	}
+}

@@ -113,7 +113,15 @@ func (r *releaseCtx) Err() error {
 	}
 	return nil
 }
-func (r *releaseCtx) Value(key any) any { return r.lazyCancel.parent.Value(key) }
+
+// Value answers from the materialised context, so that context.Cause and
+// the children of the release context see its own cancellation, not the
+// caller's.
+func (r *releaseCtx) Value(key any) any { return r.get().Value(key) }
+
+// AfterFunc lets context.AfterFunc and context.WithCancel on the release
+// context register without a goroutine of their own.
+func (r *releaseCtx) AfterFunc(f func()) (stop func() bool) { return context.AfterFunc(r.get(), f) }
 
 // closeRelease frees the timer, if a backend started one. A backend that asks
 // for the context after the scope ended gets a fresh one whose timer the
