@@ -36,6 +36,9 @@ type Config struct {
 	// Deadline bounds the whole run; a run that does not finish by then is
 	// reported as deadlocked [2m].
 	Deadline time.Duration
+	// Options are added to every transfer's caesura options (a logger, an
+	// observer).
+	Options []caesura.Option
 }
 
 // Result is what a run measured.
@@ -142,7 +145,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		balance[t.from].Store(b - t.amount)
 		balance[t.to].Store(balance[t.to].Load() + t.amount)
 		return waited, nil
-	}, caesura.WithRestart(cfg.Restarts))
+	}, append([]caesura.Option{caesura.WithRestart(cfg.Restarts), caesura.WithName("transfer")}, cfg.Options...)...)
 
 	per := cfg.Transfers / cfg.Workers
 	for w := range cfg.Workers {
