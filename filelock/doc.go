@@ -91,6 +91,11 @@
 // a deleted lock file starts over at 1. Storage that must reject stale
 // writers across host crashes should not rely on these tokens alone.
 //
+// In the same write the holder records the time, its process id and its host
+// name after the counter (64 bytes in all), for the lock's Inspect
+// ([caesura.Inspector], used by `caesura status`). On Linux, Inspect finds
+// whether the file is locked in /proc/locks without touching the lock.
+//
 // # Files
 //
 // A key (prefix + name) maps to one file name, injectively and safely: any

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/caesura-go/caesura"
 	"github.com/caesura-go/caesura/memlock"
@@ -52,6 +53,7 @@ const DefaultPrefix = "file:"
 type Locker struct {
 	dir    string
 	prefix string
+	host   string          // this host's name, recorded in lock files for Inspect
 	gates  *memlock.Locker // in-process FIFO queue per key, by file path
 	idle   *idleFiles
 }
@@ -82,7 +84,8 @@ func New(opts Options) (*Locker, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("filelock: %s is not a directory", dir)
 	}
-	l := &Locker{dir: dir, prefix: prefix, gates: memlock.New(memlock.Options{}), idle: &idleFiles{fds: make(map[string]int)}}
+	host, _ := os.Hostname()
+	l := &Locker{dir: dir, prefix: prefix, host: host, gates: memlock.New(memlock.Options{}), idle: &idleFiles{fds: make(map[string]int)}}
 	runtime.AddCleanup(l, (*idleFiles).closeAll, l.idle)
 	return l, nil
 }
@@ -222,7 +225,7 @@ func (m *mutex) lock(ctx context.Context, g caesura.Held, wait bool) (caesura.He
 			}
 			continue
 		}
-		token, err := bumpToken(fd)
+		token, err := bumpToken(fd, m.l.host)
 		if err != nil {
 			flock(fd, syscall.LOCK_UN)
 			m.l.idle.put(m.path, fd)
@@ -332,18 +335,52 @@ func unlinked(fd int) (bool, error) {
 // bumpToken reads the fencing counter (8 bytes, big-endian, at offset 0; a
 // new, empty file counts as 0), adds one, writes it back and returns it.
 // It is called with the file locked.
-func bumpToken(fd int) (uint64, error) {
-	var b [8]byte
-	if _, err := syscall.Pread(fd, b[:], 0); err != nil {
+// The lock file's first 64 bytes: the fencing counter, then who took the
+// lock last and when, for Inspect:
+//
+//	0  8 bytes  fencing counter, big-endian
+//	8  8 bytes  acquisition time, Unix nanoseconds, big-endian
+//	16 4 bytes  the holder's process id, big-endian
+//	20 1 byte   length of the host name that follows (at most 43 bytes)
+//	21 ...      host name
+const recordSize = 64
+
+// bumpToken increments the counter and records the new holder, in one
+// pwrite.
+func bumpToken(fd int, host string) (uint64, error) {
+	var b [recordSize]byte
+	if _, err := syscall.Pread(fd, b[:8], 0); err != nil {
 		return 0, err
 	}
-	token := binary.BigEndian.Uint64(b[:]) + 1
-	binary.BigEndian.PutUint64(b[:], token)
+	token := binary.BigEndian.Uint64(b[:8]) + 1
+	binary.BigEndian.PutUint64(b[:8], token)
+	binary.BigEndian.PutUint64(b[8:16], uint64(time.Now().UnixNano()))
+	binary.BigEndian.PutUint32(b[16:20], uint32(os.Getpid()))
+	host = host[:min(len(host), recordSize-21)]
+	b[20] = byte(len(host))
+	copy(b[21:], host)
 	n, err := syscall.Pwrite(fd, b[:], 0)
 	if err == nil && n != len(b) {
 		err = fmt.Errorf("short write (%d bytes)", n)
 	}
 	return token, err
+}
+
+// readRecord reads what bumpToken wrote last.
+func readRecord(fd int) (token uint64, since time.Time, pid int, host string, err error) {
+	var b [recordSize]byte
+	n, err := syscall.Pread(fd, b[:], 0)
+	if err != nil || n < 8 {
+		return 0, time.Time{}, 0, "", err
+	}
+	token = binary.BigEndian.Uint64(b[:8])
+	if n < 21 {
+		return token, time.Time{}, 0, "", nil
+	}
+	since = time.Unix(0, int64(binary.BigEndian.Uint64(b[8:16])))
+	pid = int(binary.BigEndian.Uint32(b[16:20]))
+	hl := min(int(b[20]), n-21)
+	return token, since, pid, string(b[21 : 21+hl]), nil
 }
 
 // maxIdleFiles bounds the lock files a Locker keeps open while not held.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -22,6 +23,12 @@ func TestStatus(t *testing.T) {
 	}
 	if !strings.Contains(r.stdout, `"a"  held`) || !strings.Contains(r.stdout, `"b"  free`) {
 		t.Errorf("a held: got\n%s", r.stdout)
+	}
+	// The file backend is an Inspector: the held line has since, token and
+	// holder (host and pid of the caesura process holding it).
+	held := regexp.MustCompile(`"a"\s+held\s+\S+ \(\d+s ago\)\s+\d+\s+\S* ?pid \d+`)
+	if !held.MatchString(r.stdout) {
+		t.Errorf("a held: want since, token and holder pid; got\n%s", r.stdout)
 	}
 	release()
 
