@@ -181,8 +181,14 @@ func TestMemberLoss(t *testing.T) {
 	start := time.Now()
 	_, err := l.Mutex("b").Acquire(actx)
 	took := time.Since(start)
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, caesura.ErrNotAcquired) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Acquire without quorum: got %v, want ErrUnavailable, ErrNotAcquired and DeadlineExceeded", err)
+	// Either the context's deadline ends the attempt (ErrNotAcquired and
+	// DeadlineExceeded too) or, on a loaded machine, etcd's own request
+	// timeout answers first; ErrUnavailable is there either way.
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Acquire without quorum: got %v, want ErrUnavailable", err)
+	}
+	if actx.Err() != nil && (!errors.Is(err, caesura.ErrNotAcquired) || !errors.Is(err, context.DeadlineExceeded)) {
+		t.Fatalf("Acquire without quorum past its deadline: got %v, want ErrNotAcquired and DeadlineExceeded too", err)
 	}
 	if took > 2500*time.Millisecond {
 		t.Fatalf("Acquire without quorum returned after %v, want within its 2s deadline", took)
