@@ -124,8 +124,10 @@
 //
 // prints, for each key, whether it is held, since when, the current (or last
 // issued) fencing token and the holder, where the backend records them
-// (caesura.Inspector). A backend that cannot report them is asked by trying
-// each lock without waiting and releasing it at once: that shows only free or
-// held, and on the file backend uses up one fencing token per free key; it
-// can also make a concurrent "caesura run --wait 0" of that key fail.
+// (caesura.Inspector), without taking the lock: files record the holder's
+// host, pid and time next to the token; Redis keeps the token; etcd shows the
+// holder's token (create revision) and lease; PostgreSQL the holder's session
+// (pid, client address, application) from pg_locks, and no per-key token. A
+// lock type that is no Inspector is asked by trying it without waiting and
+// releasing it at once, which shows only free or held.
 package main

@@ -26,9 +26,9 @@ func newStatusCmd(a *app) *cobra.Command {
 		Short: "Show whether locks are held, since when, their token and holder",
 		Long: `Status prints one line per key: free or held, since when, the current (or
 last issued) fencing token, and the holder, as far as the backend records
-them. A backend that cannot report them is asked by trying each lock without
-waiting and releasing it at once: that shows free or held only, and on the
-file backend uses up one fencing token per free key.
+them, without taking the lock: files show host, pid, time and token; Redis
+the token; etcd the token and the holder's lease; PostgreSQL the holder's
+session.
 
 Exit status: 0 if every key is free, 1 if any key is held, 2 on an error.`,
 		Example: `  caesura status nightly-report
