@@ -313,3 +313,19 @@ func TestLogFlags(t *testing.T) {
 		}
 	}
 }
+
+// Every command's --help has examples, and shell completion is generated.
+func TestHelpAndCompletion(t *testing.T) {
+	for _, cmd := range []string{"run", "demo", "status"} {
+		res := runCaesura(t, nil, cmd, "--help")
+		if res.code != 0 || !strings.Contains(res.stdout, "Examples:") || !strings.Contains(res.stdout, "caesura "+cmd) {
+			t.Errorf("%s --help: exit %d, no examples:\n%s", cmd, res.code, res.stdout)
+		}
+	}
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		res := runCaesura(t, nil, "completion", shell)
+		if res.code != 0 || !strings.Contains(res.stdout, "caesura") || len(res.stdout) < 500 {
+			t.Errorf("completion %s: exit %d, %d bytes", shell, res.code, len(res.stdout))
+		}
+	}
+}
