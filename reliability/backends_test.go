@@ -1,0 +1,235 @@
+package reliability
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caesura-go/caesura"
+	"github.com/caesura-go/caesura/filelock"
+	"github.com/caesura-go/caesura/redislock"
+)
+
+// backend is one caesura backend under test. To add one (pglock, etcdlock):
+// write a file that adds an entry to backends in an init function, with a
+// start that brings up what the workers need (a server of the test's own, or
+// a skip with a clear message) and an open that a worker process calls.
+type backend struct {
+	name string
+	// lossy is true when a held lock can be lost (a lease expires, a
+	// session drops): a paused holder can then be overtaken, and only
+	// fencing keeps storage safe.
+	lossy bool
+	// start runs in the parent: it starts whatever the backend needs and
+	// returns the settings passed to every worker (as strings), the lease
+	// (TTL) and renewal interval if the backend has leases, and, if the
+	// backend has a server the suite runs, a crash function that kills it
+	// (kill -9), waits down and starts it again.
+	start func(t *testing.T) *env
+	// persistent, if set, starts a second server that keeps its data
+	// across a crash (Redis: an append-only file fsynced on every write),
+	// for the scenarios that compare a restart with and without it.
+	persistent func(t *testing.T) *env
+	// open runs in a worker: it returns the lock names' constructor and a
+	// function that frees the backend's resources.
+	open func(cfg map[string]string) (lock func(name string) caesura.Lock, close func(), err error)
+}
+
+var backends = map[string]*backend{
+	"filelock": {
+		name: "filelock",
+		start: func(t *testing.T) *env {
+			return &env{cfg: map[string]string{"dir": t.TempDir()}}
+		},
+		open: func(cfg map[string]string) (func(string) caesura.Lock, func(), error) {
+			l, err := filelock.New(filelock.Options{Dir: cfg["dir"]})
+			if err != nil {
+				return nil, nil, err
+			}
+			return l.Mutex, func() {}, nil
+		},
+	},
+	"redislock": {
+		name:  "redislock",
+		lossy: true,
+		start: func(t *testing.T) *env {
+			return redisEnv(startRedis(t, false))
+		},
+		persistent: func(t *testing.T) *env {
+			return redisEnv(startRedis(t, true))
+		},
+		open: func(cfg map[string]string) (func(string) caesura.Lock, func(), error) {
+			ttl, err := time.ParseDuration(cfg["ttl"])
+			if err != nil {
+				return nil, nil, err
+			}
+			c := redis.NewClient(&redis.Options{Addr: cfg["addr"], DialTimeout: 500 * time.Millisecond})
+			l, err := redislock.New(c, &redislock.Options{TTL: ttl, Prefix: "reliability:"})
+			if err != nil {
+				c.Close()
+				return nil, nil, err
+			}
+			lock := func(name string) caesura.Lock { return l.Mutex(name) }
+			return lock, func() { l.Close(); c.Close() }, nil
+		},
+	},
+}
+
+func redisEnv(s *redisServer) *env {
+	return &env{
+		cfg:     map[string]string{"addr": s.Addr(), "ttl": redisTTL.String()},
+		lease:   redisTTL,
+		renew:   redisTTL / 3,
+		crash:   s.crash,
+		sever:   s.clientKill,
+		addrKey: "addr",
+	}
+}
+
+// redisTTL is short so that a paused holder's lease runs out within a quick
+// run, and a crashed holder's lock is taken over soon.
+const redisTTL = 300 * time.Millisecond
+
+// redisServer is a redis-server process of the test's own, on an ephemeral
+// 127.0.0.1 port.
+type redisServer struct {
+	bin     string
+	persist bool // appendonly yes, appendfsync always
+	port    int
+	dir     string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+}
+
+// startRedis starts redis-server, or skips (fails under CI=true) when it is
+// not installed. With persist, it keeps every write in an append-only file
+// fsynced before the reply, so that a crash loses nothing.
+func startRedis(t *testing.T, persist bool) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		msg := "redis-server not found on PATH: install it (Debian: apt-get install redis-server) to run the Redis reliability scenarios"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	s := &redisServer{bin: bin, persist: persist, dir: t.TempDir()}
+	for attempt := 0; ; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.port = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if err := s.start(bin); err == nil {
+			break
+		} else if attempt == 5 {
+			t.Fatalf("start redis-server: %v", err)
+		}
+	}
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+func (s *redisServer) start(bin string) error {
+	aof := []string{"--appendonly", "no"}
+	if s.persist {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", ""}, aof...)
+	args = append(args, "--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
+	cmd := exec.Command(bin, args...)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", s.Addr(), 100*time.Millisecond)
+		if err == nil {
+			fmt.Fprint(c, "PING\r\n")
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if strings.HasPrefix(line, "+PONG") {
+				s.mu.Lock()
+				s.cmd = cmd
+				s.mu.Unlock()
+				return nil
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	return fmt.Errorf("redis-server on port %d did not answer PING", s.port)
+}
+
+func (s *redisServer) kill() {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+}
+
+// crash kills the server (kill -9), waits down, and starts it again on the
+// same port: empty without persistence (as in the backend's own tests), so
+// every lock and every fencing counter is forgotten; with it, as it was.
+func (s *redisServer) crash(down time.Duration) error {
+	s.kill()
+	time.Sleep(down)
+	var err error
+	for range 5 {
+		if err = s.start(s.bin); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// clientKill closes every client connection (CLIENT KILL TYPE normal, then
+// pubsub): the nearest Redis has to a forced session expiry. The locks stay;
+// go-redis reconnects.
+func (s *redisServer) clientKill() error {
+	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	r := bufio.NewReader(c)
+	for _, typ := range []string{"normal", "pubsub"} {
+		// Our own connection is normal too: SKIPME yes (the default) spares it.
+		fmt.Fprintf(c, "*4\r\n$6\r\nCLIENT\r\n$4\r\nKILL\r\n$4\r\nTYPE\r\n$%d\r\n%s\r\n", len(typ), typ)
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(line, ":") {
+			return fmt.Errorf("CLIENT KILL TYPE %s: %q", typ, strings.TrimSpace(line))
+		}
+	}
+	return nil
+}
+
+// quietRedis keeps go-redis's reconnection chatter out of the output.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}

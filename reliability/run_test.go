@@ -1,0 +1,572 @@
+package reliability
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// scenario is one bounded run: a workload, the faults injected, the checks.
+type scenario struct {
+	name      string
+	why       string // what it shows, for the report
+	register  string // "file" (no fencing) or "store"
+	fenced    bool   // the store refuses stale tokens
+	transfers bool   // the transfers workload instead of the register
+	// nemeses: "kill" (kill -9 of the holder, restarted), "stop" (SIGSTOP
+	// for 2×lease, SIGCONT), "server" (kill -9 of the backend's server,
+	// restarted empty after serverDown; only backends with a crash),
+	// "sever" (every client connection dropped; only backends with a sever),
+	// "partition" (the holder's connections to the server blackholed for
+	// 2×lease through a proxy; only backends with an addrKey), "delay"
+	// (the same connections slowed by lease/2 per chunk for 2×lease),
+	// "reset" (the same connections reset).
+	nemeses []string
+	// long makes each critical section last 4/3 of the lease (the
+	// default pause otherwise), so that the lease must be renewed inside it.
+	long bool
+	// persistent runs the scenario against a second server of the backend
+	// that keeps its data across a crash (backends with persistent only).
+	persistent bool
+}
+
+// scenarios run on every backend, in this order.
+var scenarios = []scenario{
+	{name: "register-file/kill", register: "file", nemeses: []string{"kill"},
+		why: "file register, no fencing; kill -9 of the holder"},
+	{name: "fenced-store/stop", register: "store", fenced: true, nemeses: []string{"stop"},
+		why: "register in the fenced store, fencing on; SIGSTOP of the holder for twice its lease, then SIGCONT"},
+	{name: "unfenced-store/stop", register: "store", nemeses: []string{"stop"},
+		why: "the same register and faults, fencing off: what a paused holder does without it"},
+	{name: "transfers/stop+kill", register: "store", fenced: true, transfers: true, nemeses: []string{"stop", "kill"},
+		why: fmt.Sprintf("transfers between %d accounts in the fenced store, fencing on, half with both locks in one yield and half with two yields in random key order (WithRestart); SIGSTOP and kill -9 of a holder", accounts)},
+	{name: "fenced-store/server-crash+client-kill", register: "store", fenced: true, nemeses: []string{"server", "sever"},
+		why: "register in the fenced store, fencing on; kill -9 of the backend's server, restarted empty (no persistence: every lock and fencing counter is forgotten), and every client connection killed (Redis: CLIENT KILL)"},
+	{name: "fenced-store/server-crash-persistent", register: "store", fenced: true, nemeses: []string{"server"}, persistent: true,
+		why: "the same server crashes against a server that persists every write before replying (Redis: appendonly, appendfsync always): locks and fencing counters survive the restart"},
+	{name: "fenced-store/network", register: "store", fenced: true, nemeses: []string{"partition", "delay", "reset"}, long: true,
+		why: "register in the fenced store, fencing on, critical sections longer than the lease (so it must be renewed inside them); through a proxy per worker, the holder's connections to the server blackholed for 2×lease then healed, delayed by lease/2 per chunk for 2×lease, or reset (TCP RST)"},
+}
+
+const (
+	serverDown = 100 * time.Millisecond
+	workers    = 4
+	accounts   = 6 // transfers
+	balance    = 100
+	pause      = 20 * time.Millisecond // inside each critical section
+	// grace is added to liveness bounds for a loaded machine under -race,
+	// where the kernel frees a killed process's flock only after tearing
+	// down its memory (the race detector's shadow included): up to 400ms
+	// was seen on a busy 2-CPU machine.
+	grace = time.Second
+)
+
+// runDuration is the length of each of n scenarios: CAESURA_SOAK shared
+// among them (the backends run in parallel, so the whole run takes about
+// that long), or the quick default.
+func runDuration(t *testing.T, n int) time.Duration {
+	if s := os.Getenv("CAESURA_SOAK"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			t.Fatalf("CAESURA_SOAK=%q: want a positive duration such as 10m", s)
+		}
+		return max(d/time.Duration(n), 4*time.Second)
+	}
+	return 4 * time.Second
+}
+
+// fault is one injected fault.
+type fault struct {
+	kind      string // a nemesis: kill, stop, partition, server, sever
+	t, end    int64  // when it began, and when it ended (SIGCONT sent, partition healed, server up)
+	slot, inc int    // the victim (-1 for the server faults)
+}
+
+// startHiccupMeter measures, until the returned function is called, the
+// worst lateness of a 10ms ticker in this process: how long the machine's
+// load kept a runnable goroutine waiting. It returns that maximum.
+func startHiccupMeter() func() time.Duration {
+	stop := make(chan struct{})
+	res := make(chan time.Duration)
+	go func() {
+		var worst time.Duration
+		const tick = 10 * time.Millisecond
+		last := time.Now()
+		for {
+			select {
+			case <-stop:
+				res <- worst
+				return
+			case <-time.After(tick):
+				now := time.Now()
+				worst = max(worst, now.Sub(last)-tick)
+				last = now
+			}
+		}
+	}()
+	return func() time.Duration {
+		close(stop)
+		return <-res
+	}
+}
+
+// proc is one worker process, one incarnation of a slot.
+type proc struct {
+	slot, inc int
+	cmd       *exec.Cmd
+	killed    atomic.Bool
+	stderr    bytes.Buffer
+}
+
+// cluster supervises the worker processes of one scenario run.
+type cluster struct {
+	t        *testing.T
+	spec     workerSpec // template
+	dir      string
+	deadline atomic.Int64 // UnixNano; set once every worker is ready
+
+	proxies []*proxy // per slot, for the partition nemesis
+	addrKey string
+
+	mu    sync.Mutex
+	byPID map[int]*proc
+}
+
+func (c *cluster) start(slot, inc int) (*proc, error) {
+	s := c.spec
+	s.Slot, s.Inc = slot, inc
+	if c.proxies != nil {
+		s.Config = maps.Clone(s.Config)
+		s.Config[c.addrKey] = c.proxies[slot].addr()
+	}
+	s.History = filepath.Join(c.dir, fmt.Sprintf("history-%d-%d.jsonl", slot, inc))
+	s.Ready = filepath.Join(c.dir, fmt.Sprintf("ready-%d-%d", slot, inc))
+	b, _ := json.Marshal(s)
+	p := &proc{slot: slot, inc: inc}
+	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	p.cmd.Env = append(os.Environ(), workerEnv+"="+string(b))
+	p.cmd.Stderr = &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.byPID[p.cmd.Process.Pid] = p
+	c.mu.Unlock()
+	return p, nil
+}
+
+// supervise runs slot's worker, restarting it after a kill while the run
+// lasts.
+func (c *cluster) supervise(slot int) {
+	for inc := 0; ; inc++ {
+		p, err := c.start(slot, inc)
+		if err != nil {
+			c.t.Errorf("start worker %d: %v", slot, err)
+			return
+		}
+		err = p.cmd.Wait()
+		c.mu.Lock()
+		delete(c.byPID, p.cmd.Process.Pid)
+		c.mu.Unlock()
+		if p.killed.Load() {
+			if time.Now().UnixNano() < c.deadline.Load() {
+				continue
+			}
+			return
+		}
+		if err != nil {
+			c.t.Errorf("worker %d.%d: %v\n%s", slot, inc, err, p.stderr.String())
+		}
+		return
+	}
+}
+
+// holder returns the worker process that names itself in the holder file
+// (it writes its pid when it has acquired, and 0 as it leaves its critical
+// section), if it is still running.
+func (c *cluster) holder() *proc {
+	b, err := os.ReadFile(c.spec.Holder)
+	if err != nil {
+		return nil
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byPID[pid]
+}
+
+// all returns the running workers.
+func (c *cluster) all() []*proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ps []*proc
+	for _, p := range c.byPID {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// nemesis injects faults on a schedule until the run's end, and returns
+// them. Every stopped process is continued before it returns.
+func (c *cluster) nemesis(kinds []string, e *env) []fault {
+	lease := e.lease
+	stopFor := 300 * time.Millisecond
+	if lease > 0 {
+		stopFor = 2 * lease
+	}
+	const every = 250 * time.Millisecond
+	var faults []fault
+	for i := 0; ; {
+		time.Sleep(every + rand.N(every/2))
+		kind := kinds[i%len(kinds)]
+		need := every
+		switch kind {
+		case "stop", "partition", "delay":
+			need += stopFor
+		case "kill", "server", "sever", "reset":
+			need += lease + grace // time for the takeover to show
+		}
+		if time.Until(time.Unix(0, c.deadline.Load())) < need {
+			return faults
+		}
+		if kind == "server" || kind == "sever" {
+			t0 := time.Now().UnixNano()
+			var err error
+			if kind == "server" {
+				err = e.crash(serverDown)
+			} else {
+				err = e.sever()
+			}
+			if err != nil {
+				c.t.Errorf("nemesis %s: %v", kind, err)
+				return faults
+			}
+			faults = append(faults, fault{kind: kind, t: t0, end: time.Now().UnixNano(), slot: -1})
+			i++
+			continue
+		}
+		// Wait (briefly) for a process inside its critical section.
+		p := c.holder()
+		for try := 0; p == nil && try < 100; try++ {
+			time.Sleep(2 * time.Millisecond)
+			p = c.holder()
+		}
+		if p == nil {
+			continue
+		}
+		switch kind {
+		case "kill":
+			p.killed.Store(true)
+			t0 := time.Now().UnixNano()
+			if p.cmd.Process.Signal(syscall.SIGKILL) != nil {
+				continue
+			}
+			faults = append(faults, fault{kind: kind, t: t0, slot: p.slot, inc: p.inc})
+			i++
+		case "partition":
+			px := c.proxies[p.slot]
+			t0 := time.Now().UnixNano()
+			px.block(true)
+			time.Sleep(stopFor)
+			t1 := time.Now().UnixNano()
+			px.block(false)
+			faults = append(faults, fault{kind: kind, t: t0, end: t1, slot: p.slot, inc: p.inc})
+			i++
+		case "delay":
+			px := c.proxies[p.slot]
+			t0 := time.Now().UnixNano()
+			px.setDelay(max(lease/2, 50*time.Millisecond))
+			time.Sleep(stopFor)
+			t1 := time.Now().UnixNano()
+			px.setDelay(0)
+			faults = append(faults, fault{kind: kind, t: t0, end: t1, slot: p.slot, inc: p.inc})
+			i++
+		case "reset":
+			t0 := time.Now().UnixNano()
+			c.proxies[p.slot].reset()
+			faults = append(faults, fault{kind: kind, t: t0, end: t0, slot: p.slot, inc: p.inc})
+			i++
+		case "stop":
+			t0 := time.Now().UnixNano()
+			if p.cmd.Process.Signal(syscall.SIGSTOP) != nil {
+				continue
+			}
+			time.Sleep(stopFor)
+			t1 := time.Now().UnixNano()
+			p.cmd.Process.Signal(syscall.SIGCONT)
+			faults = append(faults, fault{kind: kind, t: t0, end: t1, slot: p.slot, inc: p.inc})
+			i++
+		}
+	}
+}
+
+// proxied reports whether sc needs a proxy in front of the server.
+func proxied(sc scenario) bool {
+	return slices.ContainsFunc(sc.nemeses, func(n string) bool { return n == "partition" || n == "delay" || n == "reset" })
+}
+
+// env is a backend started for a test.
+type env struct {
+	b            *backend
+	cfg          map[string]string
+	lease, renew time.Duration
+	// crash, if set, kills the backend's server, waits, and restarts it.
+	crash func(down time.Duration) error
+	// sever, if set, drops every client's connection or session.
+	sever func() error
+	// addrKey, if set, names the server address in cfg: the partition
+	// nemesis puts a proxy of its own in front of it for each worker.
+	addrKey string
+}
+
+// runScenario runs sc on e for d, checks it and returns the result.
+func runScenario(t *testing.T, e *env, sc scenario, d time.Duration) *result {
+	dir := t.TempDir()
+	var st *fencedStore
+	spec := workerSpec{
+		Backend:  e.b.name,
+		Config:   e.cfg,
+		Lock:     "reliability/" + strings.ReplaceAll(sc.name, "/", "-") + "/" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		Register: sc.register,
+		File:     filepath.Join(dir, "register"),
+		Key:      "register",
+		Holder:   filepath.Join(dir, "holder"),
+		Ops:      100_000,
+		Pause:    pause,
+		Workload: "register",
+	}
+	if sc.transfers {
+		spec.Workload, spec.Accounts = "transfers", accounts
+	}
+	if sc.long && e.lease > 0 {
+		spec.Pause = e.lease * 4 / 3
+	}
+	if sc.register == "store" {
+		st = startStore(t, sc.fenced)
+		spec.Store = st.addr()
+		for i := range spec.Accounts {
+			st.set(fmt.Sprintf("acct-%d", i), balance)
+		}
+	}
+	spec.Start = filepath.Join(dir, "start")
+	c := &cluster{t: t, spec: spec, dir: dir, byPID: map[int]*proc{}, addrKey: e.addrKey}
+	if proxied(sc) {
+		for range workers {
+			c.proxies = append(c.proxies, startProxy(t, e.cfg[e.addrKey]))
+		}
+	}
+
+	var wg sync.WaitGroup
+	for slot := range workers {
+		wg.Go(func() { c.supervise(slot) })
+	}
+	// The clock starts when every worker is ready: on a loaded machine a
+	// race-enabled process can take seconds to start.
+	startWait := time.Now()
+	for slot := 0; slot < workers; {
+		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("ready-%d-0", slot))); err == nil {
+			slot++
+			continue
+		}
+		if time.Since(startWait) > 2*time.Minute {
+			os.WriteFile(spec.Start, []byte("0"), 0o644) // let the others end at once
+			wg.Wait()
+			t.Fatalf("worker %d not ready after 2 minutes", slot)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	began := time.Now()
+	deadline := began.Add(d)
+	c.deadline.Store(deadline.UnixNano())
+	tmp := spec.Start + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.FormatInt(deadline.UnixNano(), 10)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, spec.Start); err != nil {
+		t.Fatal(err)
+	}
+	hiccups := startHiccupMeter()
+	faults := c.nemesis(sc.nemeses, e)
+	// Workers stop by themselves after the deadline (a wait gives up 5s
+	// past it); past that they are killed and the run fails.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Until(deadline) + 15*time.Second):
+		for _, p := range c.all() {
+			p.cmd.Process.Signal(syscall.SIGCONT)
+			p.cmd.Process.Kill()
+		}
+		<-done
+		t.Errorf("workers still running 15s after the deadline: killed")
+	}
+	elapsed := time.Since(began)
+	r0hiccup := hiccups()
+
+	files, _ := filepath.Glob(filepath.Join(dir, "history-*.jsonl"))
+	ops, bad, err := readHistories(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var final int64
+	if st != nil {
+		final = st.value(spec.Key)
+	} else {
+		v, err := fileRegister(spec.File).read(0)
+		if err != nil {
+			t.Fatalf("read the register: %v", err)
+		}
+		final = v
+	}
+	r := check(ops, faults, final, sc.transfers)
+	if !sc.transfers { // one lock: its history against a mutex model
+		res, ind := checkMutex(ops, 20*time.Second)
+		r.Linearizable, r.LinIndeterminate = string(res), ind
+	}
+	if sc.transfers {
+		r.TotalWant = int64(accounts * balance)
+		for i := range accounts {
+			r.Total += st.value(fmt.Sprintf("acct-%d", i))
+		}
+		r.Drift = max(r.Total-r.TotalWant, r.TotalWant-r.Total)
+	}
+	r.Backend, r.Scenario, r.Why = e.b.name, sc.name, sc.why
+	r.Lossy, r.Fenced, r.Register = e.b.lossy, sc.fenced, sc.register
+	r.Elapsed = elapsed
+	r.TornLines = bad
+	r.Lease, r.Renew = e.lease, e.renew
+	r.Hiccup = r0hiccup
+	r.StartWait = began.Sub(startWait)
+	if st != nil {
+		r.StaleReads, r.StaleAttempted, r.StaleAccepted = st.counts()
+	}
+	judge(t, r, deadline)
+	return r
+}
+
+// judge fails t for every broken guarantee, and logs what is only reported.
+func judge(t *testing.T, r *result, deadline time.Time) {
+	t.Helper()
+	t.Logf("%s", r.summary())
+	if r.Overlaps > 0 {
+		t.Errorf("mutual exclusion: %d completed critical sections overlap another completed one, want 0", r.Overlaps)
+	}
+	if r.TokenOrder > 0 {
+		t.Errorf("fencing tokens: %d completed critical sections have a token not above the one before, want 0", r.TokenOrder)
+	}
+	if r.Linearizable == string(porcupine.Illegal) {
+		t.Errorf("porcupine: the acquire/release history is not linearizable against a mutex")
+	}
+	if r.Phantom > 0 {
+		t.Errorf("register = %d, more than %d writes recorded plus %d indeterminate: phantom increments", r.Final, r.Committed, r.Ambiguous)
+	}
+	if r.StaleAccepted > 0 && r.Fenced {
+		t.Errorf("fenced store accepted %d stale writes, want 0", r.StaleAccepted)
+	}
+	switch {
+	case r.withoutFencing():
+		if r.unfencedViolations() > 0 {
+			t.Logf("violation without fencing (expected on a lease backend): %d lost updates, balance drift %d, %d stale writes accepted", r.LostUpdates, r.Drift, r.StaleAccepted)
+		}
+	case r.LostUpdates > 0:
+		t.Errorf("%d lost updates, want 0", r.LostUpdates)
+	case r.Drift != 0:
+		t.Errorf("balance total = %d, want %d", r.Total, r.TotalWant)
+	}
+	// Progress: every worker slot was granted the lock. (Completing a
+	// section is not required: the nemesis kills holders, and flock is not
+	// fair, so a slot can be killed every time it holds.)
+	for slot, n := range r.AcquiredPerSlot {
+		if n == 0 {
+			t.Errorf("liveness: worker %d never acquired the lock", slot)
+		}
+	}
+	// The bound allows for the machine's load: the worst scheduling delay
+	// the parent saw during the run (its hiccup) counts twice on top.
+	bound := r.Lease + r.Renew + grace + 2*r.Hiccup
+	for _, d := range r.Takeover {
+		if d > bound {
+			t.Errorf("liveness: the lock of a killed holder was taken over after %v, want at most %v (lease %v + renewal %v + grace %v + 2 × hiccup %v)", d, bound, r.Lease, r.Renew, grace, r.Hiccup)
+		}
+	}
+	for _, k := range r.NotTakenOver {
+		if deadline.Sub(time.Unix(0, k)) > bound {
+			t.Errorf("liveness: the lock of the holder killed at %v was never taken over", time.Unix(0, k).Format(time.StampMilli))
+		}
+	}
+}
+
+// results collects every scenario's result for the report.
+var results struct {
+	mu  sync.Mutex
+	all []*result
+}
+
+func record(r *result) {
+	results.mu.Lock()
+	defer results.mu.Unlock()
+	results.all = append(results.all, r)
+}
+
+// runBackend starts backend name and runs every scenario on it.
+func runBackend(t *testing.T, name string) {
+	b := backends[name]
+	e := b.start(t)
+	e.b = b
+	var run []scenario
+	for _, sc := range scenarios {
+		if slices.Contains(sc.nemeses, "server") && e.crash == nil || slices.Contains(sc.nemeses, "sever") && e.sever == nil ||
+			proxied(sc) && e.addrKey == "" || sc.long && e.lease == 0 || sc.persistent && b.persistent == nil {
+			continue // the backend has no server for this fault
+		}
+		run = append(run, sc)
+	}
+	d := runDuration(t, len(run))
+	for _, sc := range run {
+		t.Run(sc.name, func(t *testing.T) {
+			e := e
+			if sc.persistent {
+				e = b.persistent(t)
+				e.b = b
+			}
+			d := d
+			if sc.long {
+				d = d * 3 / 2 // fewer, longer critical sections: more time for the faults
+			}
+			record(runScenario(t, e, sc, d))
+		})
+	}
+}
+
+// The backends run in parallel with each other (their workers mostly
+// sleep inside critical sections); the scenarios of one backend one after
+// the other.
+
+func TestFilelock(t *testing.T) {
+	t.Parallel()
+	runBackend(t, "filelock")
+}
+
+func TestRedislock(t *testing.T) {
+	t.Parallel()
+	runBackend(t, "redislock")
+}
