@@ -23,16 +23,41 @@ type cluster struct {
 
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
+	// Ports are reserved by opening and closing a listener, so another
+	// process can take one before the member binds it: then start the
+	// whole cluster again on new ports (the peer list names them all).
+	var lastErr error
+	for attempt := range 3 {
+		cl, err := tryStartCluster(t, n)
+		if err == nil {
+			t.Cleanup(func() {
+				for _, m := range cl.members {
+					if m != nil {
+						m.stop()
+					}
+				}
+			})
+			cl.ready()
+			return cl
+		}
+		lastErr = err
+		t.Logf("start cluster, attempt %d: %v", attempt+1, err)
+	}
+	t.Fatalf("start cluster: %v", lastErr)
+	return nil
+}
+
+func tryStartCluster(t *testing.T, n int) (*cluster, error) {
 	cl := &cluster{t: t}
 	var peers []string
 	for i := range n {
 		peer, err := freePort()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		client, err := freePort()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		mc := memberConfig{
 			name: fmt.Sprintf("m%d", i), dir: t.TempDir(),
@@ -45,18 +70,19 @@ func startCluster(t *testing.T, n int) *cluster {
 		cl.cfgs[i].cluster = strings.Join(peers, ",")
 	}
 	cl.members = make([]*member, n)
-	t.Cleanup(func() {
-		for _, m := range cl.members {
-			if m != nil {
-				m.stop()
-			}
-		}
-	})
 	for i := range cl.cfgs {
-		cl.restart(i)
+		m, err := startMember(cl.cfgs[i])
+		if err != nil {
+			for _, started := range cl.members {
+				if started != nil {
+					started.stop()
+				}
+			}
+			return nil, fmt.Errorf("start member %d: %w", i, err)
+		}
+		cl.members[i] = m
 	}
-	cl.ready()
-	return cl
+	return cl, nil
 }
 
 // restart starts member i again from its data directory.

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -37,17 +39,25 @@ func startShared() error {
 		if shared.err != nil {
 			return
 		}
-		var peer, client string
-		if peer, shared.err = freePort(); shared.err != nil {
-			return
+		// A reserved port can be taken by another process before the
+		// server binds it: try again on new ports.
+		for attempt := range 3 {
+			var peer, client string
+			if peer, shared.err = freePort(); shared.err != nil {
+				return
+			}
+			if client, shared.err = freePort(); shared.err != nil {
+				return
+			}
+			dir := filepath.Join(shared.dir, strconv.Itoa(attempt))
+			shared.member, shared.err = startMember(memberConfig{
+				name: "m0", dir: dir, peer: peer, client: client,
+				cluster: "m0=" + peer, state: embed.ClusterStateFlagNew, noFsync: true,
+			})
+			if shared.err == nil {
+				return
+			}
 		}
-		if client, shared.err = freePort(); shared.err != nil {
-			return
-		}
-		shared.member, shared.err = startMember(memberConfig{
-			name: "m0", dir: shared.dir, peer: peer, client: client,
-			cluster: "m0=" + peer, state: embed.ClusterStateFlagNew, noFsync: true,
-		})
 	})
 	return shared.err
 }
@@ -165,8 +175,16 @@ func startMember(mc memberConfig) (*member, error) {
 	return m, nil
 }
 
+// stop closes the member. An embedded etcd that never reached its peers can
+// block in Close; after 20s stop gives up on it rather than hang the test
+// binary (the goroutine left behind then fails the leak check, loudly).
 func (m *member) stop() {
-	m.e.Close()
+	done := make(chan struct{})
+	go func() { m.e.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+	}
 }
 
 // ready waits until the member has joined a cluster with a leader.
