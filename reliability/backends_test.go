@@ -5,12 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +13,7 @@ import (
 
 	"github.com/caesura-go/caesura"
 	"github.com/caesura-go/caesura/filelock"
+	"github.com/caesura-go/caesura/internal/testredis"
 	"github.com/caesura-go/caesura/redislock"
 )
 
@@ -101,103 +97,27 @@ func redisEnv(s *redisServer) *env {
 // run, and a crashed holder's lock is taken over soon.
 const redisTTL = 300 * time.Millisecond
 
-// redisServer is a redis-server process of the test's own, on an ephemeral
-// 127.0.0.1 port.
-type redisServer struct {
-	bin     string
-	persist bool // appendonly yes, appendfsync always
-	port    int
-	dir     string
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-}
+// redisServer is a redis-server process of the test's own
+// (internal/testredis), on an ephemeral 127.0.0.1 port.
+type redisServer struct{ *testredis.Server }
 
 // startRedis starts redis-server, or skips (fails under CI=true) when it is
 // not installed. With persist, it keeps every write in an append-only file
 // fsynced before the reply, so that a crash loses nothing.
 func startRedis(t *testing.T, persist bool) *redisServer {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		msg := "redis-server not found on PATH: install it (Debian: apt-get install redis-server) to run the Redis reliability scenarios"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	s := &redisServer{bin: bin, persist: persist, dir: t.TempDir()}
-	for attempt := 0; ; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.port = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if err := s.start(bin); err == nil {
-			break
-		} else if attempt == 5 {
-			t.Fatalf("start redis-server: %v", err)
-		}
-	}
-	t.Cleanup(s.kill)
-	return s
-}
-
-func (s *redisServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
-
-func (s *redisServer) start(bin string) error {
-	aof := []string{"--appendonly", "no"}
-	if s.persist {
-		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
-	}
-	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", ""}, aof...)
-	args = append(args, "--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"))
-	cmd := exec.Command(bin, args...)
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", s.Addr(), 100*time.Millisecond)
-		if err == nil {
-			fmt.Fprint(c, "PING\r\n")
-			c.SetReadDeadline(time.Now().Add(time.Second))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "+PONG") {
-				s.mu.Lock()
-				s.cmd = cmd
-				s.mu.Unlock()
-				return nil
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	return fmt.Errorf("redis-server on port %d did not answer PING", s.port)
-}
-
-func (s *redisServer) kill() {
-	s.mu.Lock()
-	cmd := s.cmd
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}
+	return &redisServer{testredis.Start(t, testredis.Options{Persist: persist, Why: "the Redis reliability scenarios"})}
 }
 
 // crash kills the server (kill -9), waits down, and starts it again on the
 // same port: empty without persistence (as in the backend's own tests), so
 // every lock and every fencing counter is forgotten; with it, as it was.
 func (s *redisServer) crash(down time.Duration) error {
-	s.kill()
+	s.Kill()
 	time.Sleep(down)
 	var err error
 	for range 5 {
-		if err = s.start(s.bin); err == nil {
+		if err = s.Restart(); err == nil {
 			return nil
 		}
 	}

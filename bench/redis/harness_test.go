@@ -4,10 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,57 +13,19 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sys/unix"
+
+	"github.com/caesura-go/caesura/internal/testredis"
 )
 
-// server is a redis-server of the benchmark's own on an ephemeral port.
+// server is a redis-server of the benchmark's own on an ephemeral port
+// (internal/testredis).
 type server struct {
 	addr string
-	cmd  *exec.Cmd
 }
 
 func startServer(tb testing.TB) *server {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		msg := "redis-server not found on PATH: apt-get install redis-server"
-		if os.Getenv("CI") == "true" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
-	}
-	dir := tb.TempDir()
-	for attempt := 0; attempt < 5; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
-			"--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-		if err := cmd.Start(); err != nil {
-			tb.Fatal(err)
-		}
-		s := &server{addr: "127.0.0.1:" + strconv.Itoa(port), cmd: cmd}
-		c := redis.NewClient(&redis.Options{Addr: s.addr})
-		ok := false
-		for range 200 {
-			if c.Ping(context.Background()).Err() == nil {
-				ok = true
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		c.Close()
-		if ok {
-			tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			return s
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
-	}
-	tb.Fatal("redis-server did not start")
-	return nil
+	return &server{addr: testredis.Start(tb, testredis.Options{Why: "the Redis benchmarks"}).Addr()}
 }
 
 // counter counts the commands a client sends (a pipeline counts each).
