@@ -11,7 +11,7 @@ import (
 // context.WithCancelCause (two allocations, plus a channel on first Done) when
 // someone needs a Done channel or the scope must be cancelled. An uncontended
 // Run on the memory backend never does, which keeps its cost near the bare
-// lock's (see BenchmarkRun). The delegation keeps every guarantee of a real
+// lock's (see BenchmarkUncontended). The delegation keeps every guarantee of a real
 // context: Value(&cancelCtxKey), which context.Cause and propagateCancel use,
 // reaches the inner cancelCtx once it exists, so children register with it
 // and Cause returns the cause we set.

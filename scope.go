@@ -153,40 +153,16 @@ func (s *scope) yieldLocks(locks ...Lock) error {
 		m.seen = append(m.seen, locks...)
 		s.mu.Unlock()
 	}
-	var key string
-	one := len(locks) == 1 && locks[0] != nil
-	if one {
-		key = locks[0].Key()
-	}
-	var held bool
-	var top string
-	if one && key != "" {
-		held, top = s.holdsLocked(key), s.maxKey
-	}
 	if err := s.Err(); err != nil {
 		err = fmt.Errorf("caesura: yield: %w", errors.Join(ErrNotAcquired, context.Cause(s)))
 		s.fail(err)
 		return err
 	}
-	var err error
-	switch {
-	case one && key != "" && s.outer == nil && s.obs == nil:
-		// The common case: one lock, no enclosing scope, nobody observing.
-		if held {
-			return nil
-		}
-		var h Held
-		if h, err = s.take(locks[0], key, top); err == nil {
-			s.add(key, h)
-			return nil
-		}
-	default:
-		if err = s.acquire(locks); err == nil {
-			return nil
-		}
+	if err := s.acquire(locks); err != nil {
+		s.fail(err)
+		return err
 	}
-	s.fail(err)
-	return err
+	return nil
 }
 
 // fail records a yield's error and cancels the function's context with it.
@@ -259,7 +235,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 	}
 	ps = ps[:n]
 
-	start := s.count()
+	start := len(s.held) // ymu is held: no other writer
 	for i := 0; i < len(ps); {
 		if ps[i].key < top {
 			h, err := s.take(ps[i].lock, ps[i].key, top)
@@ -378,9 +354,11 @@ func (s *scope) refuse(e *OrderError) error {
 }
 
 // chain reports whether key is held by this scope or an enclosing one, and
-// the highest key they hold.
+// the highest key they hold. The caller holds s.ymu, so s's own state is
+// read without s.mu; enclosing scopes are read under theirs.
 func (s *scope) chain(key string) (held bool, top string) {
-	for c := s; c != nil; c = c.outer {
+	held, top = s.holdsLocked(key), s.maxKey
+	for c := s.outer; c != nil; c = c.outer {
 		c.mu.Lock()
 		if !held {
 			held = c.holdsLocked(key)
@@ -393,23 +371,22 @@ func (s *scope) chain(key string) (held bool, top string) {
 	return held, top
 }
 
-func (s *scope) holdsLocked(key string) bool {
+func (s *scope) holdsLocked(key string) bool { return s.findLocked(key) >= 0 }
+
+// findLocked returns key's position in held, or -1.
+func (s *scope) findLocked(key string) int {
 	if s.more != nil && s.more.index != nil {
-		_, ok := s.more.index[key]
-		return ok
+		if i, ok := s.more.index[key]; ok {
+			return i
+		}
+		return -1
 	}
 	for i := range s.held {
 		if s.held[i].key == key {
-			return true
+			return i
 		}
 	}
-	return false
-}
-
-func (s *scope) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.held)
+	return -1
 }
 
 // add records an acquired lock and starts watching it for loss.
@@ -573,17 +550,19 @@ func (s *scope) result(fnErr, relErr error) error {
 func (s *scope) token(key string) (uint64, bool) {
 	for c := s; c != nil; c = c.outer {
 		c.mu.Lock()
-		for i := range c.held {
-			if c.held[i].key == key {
-				h := c.held[i].h
-				c.mu.Unlock()
-				if f, ok := h.(Fenced); ok {
-					return f.Token(), true
-				}
-				return 0, false
-			}
+		i := c.findLocked(key)
+		var h Held
+		if i >= 0 {
+			h = c.held[i].h
 		}
 		c.mu.Unlock()
+		if h != nil {
+			f, ok := h.(Fenced)
+			if !ok {
+				return 0, false
+			}
+			return f.Token(), true
+		}
 	}
 	return 0, false
 }
