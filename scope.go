@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caesura-go/caesura/internal/lend"
 )
 
 // A scope is one run of a function under Run or Serialize: it is the
@@ -27,6 +29,9 @@ type scope struct {
 	timer atomic.Pointer[releaseTimer] // the release context's, once a backend asked
 
 	faulty atomic.Bool // fault is set: a yield failed or a lock was lost
+
+	lent atomic.Bool // slot was lent
+	slot lend.Slot   // room for one handle of the memory backend
 
 	// mu guards what follows. Writers of held, maxKey and closed also hold
 	// ymu, so the goroutine that holds ymu may read them without mu;
@@ -78,6 +83,7 @@ type scopeMore struct {
 	index   map[string]int // key -> position in held, once held grows large
 	seen    []Lock         // every lock yielded so far, kept only when restart is on
 	scratch []pending
+	attach  *attachmentSet // what backends attached, see Attach
 }
 
 func (s *scope) extra() *scopeMore {
@@ -117,6 +123,15 @@ func (s *scope) Value(key any) any {
 		return s
 	}
 	return s.lazyCancel.value(key)
+}
+
+// LendSlot lends the memory backend room for one handle (see internal/lend):
+// the first caller gets it, later ones nil.
+func (s *scope) LendSlot() *lend.Slot {
+	if s.lent.Load() || !s.lent.CompareAndSwap(false, true) {
+		return nil
+	}
+	return &s.slot
 }
 
 func scopeFrom(ctx context.Context) *scope {
@@ -461,12 +476,17 @@ func (s *scope) end() error {
 	s.closed = true
 	held := s.held
 	s.held = nil
+	var att *attachmentSet
 	if s.more != nil {
 		s.more.index = nil
+		att = s.more.attach
 	}
 	s.mu.Unlock()
 	s.ymu.Unlock()
 	err := s.releaseAll(held)
+	if att != nil {
+		err = errors.Join(err, s.detach(att))
+	}
 	s.lazyCancel.end()
 	s.closeRelease()
 	return err
