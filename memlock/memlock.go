@@ -9,8 +9,11 @@
 // queues behind it. A waiter selects on its context, so giving up is atomic:
 // it either got the lock or left the queue.
 //
-// An acquire costs one allocation, its handle; a key's entry and channel are
-// reused from a small free list. A key's entry exists only while the key is
+// An acquire costs one allocation, its handle, and none inside a scope's
+// first yield (the scope lends the room); a key's entry and channel are
+// reused from a small free list. While a key is contended, a Lock value
+// shared by its waiters finds the key's entry without hashing the key or
+// taking a mutex. A key's entry exists only while the key is
 // held or waited for, so the Locker does not grow with the number of keys
 // ever used.
 //
@@ -26,6 +29,7 @@ import (
 	"sync/atomic"
 
 	"github.com/caesura-go/caesura"
+	"github.com/caesura-go/caesura/internal/lend"
 )
 
 // DefaultPrefix is the namespace memlock puts before every name to form a
@@ -63,19 +67,24 @@ type shard struct {
 
 // entry is the state of one key that is held or waited for. It is internal
 // and reused; callers only ever see tickets.
+//
+// refs counts the holder and the waiters. It is changed with atomics so that
+// a waiter that finds the entry through its Lock's cache counts itself in
+// without the shard's mutex (the contended path); it becomes -1, dead, only
+// under the shard's mutex, when the entry leaves the map. An entry is only
+// counted into while its count is above zero (an entry in the map always
+// is: its last user takes it out under the mutex as it counts out).
 type entry struct {
 	ch   chan struct{} // capacity 1: full while the key is held
-	refs int           // holder and waiters, under the shard's mutex
-	sh   *shard        // the shard whose map and free list it lives in
+	refs atomic.Int32
+	key  string // written under the shard's mutex before refs turns positive
+	sh   *shard // the shard whose map and free list it lives in
 }
 
-// ticket is one acquisition: the Held handed to the caller.
-type ticket struct {
-	m        *mutex
-	e        *entry
-	token    uint64
-	released atomic.Bool
-}
+// ticket is one acquisition: the Held handed to the caller. It has the
+// layout of the slot a scope may lend (see internal/lend), so the common
+// single-lock run allocates none; State is the *entry.
+type ticket lend.Slot
 
 // New returns a Locker.
 func New(opts Options) *Locker {
@@ -100,6 +109,11 @@ type mutex struct {
 	l    *Locker
 	key  string
 	name string
+	// last is the entry this Lock value found last time. While the key is
+	// contended the entry stays alive, and a Lock value used by many
+	// goroutines counts itself in there without hashing the key or taking
+	// the shard's mutex.
+	last atomic.Pointer[entry]
 }
 
 func (m *mutex) Key() string { return m.key }
@@ -117,36 +131,81 @@ func (l *Locker) shard(key string) *shard {
 	return &l.shards[maphash.String(l.seed, key)%shards]
 }
 
+// tryRef counts the caller in if the entry is alive and in use.
+func (e *entry) tryRef() bool {
+	for {
+		n := e.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if e.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// ref returns the entry of m's key, counting the caller in.
+func (m *mutex) ref() *entry {
+	if e := m.last.Load(); e != nil && e.tryRef() {
+		// key is stable while the count is positive; the entry may have
+		// been reused for another key since this Lock saw it.
+		if e.key == m.key {
+			return e
+		}
+		e.unref()
+	}
+	e := m.l.shard(m.key).ref(m.key)
+	if m.last.Load() != e { // an uncontended key gets its entry back from the free list
+		m.last.Store(e)
+	}
+	return e
+}
+
 // ref returns key's entry, counting the caller in.
 func (sh *shard) ref(key string) *entry {
 	sh.mu.Lock()
 	e := sh.m[key]
-	if e == nil {
+	if e != nil {
+		e.refs.Add(1) // alive: it can only die under this mutex
+	} else {
 		if n := len(sh.free); n > 0 {
 			e = sh.free[n-1]
 			sh.free = sh.free[:n-1]
 		} else {
 			e = &entry{ch: make(chan struct{}, 1), sh: sh}
 		}
+		e.key = key
+		e.refs.Store(1)
 		sh.m[key] = e
 	}
-	e.refs++
 	sh.mu.Unlock()
 	return e
 }
 
-// unref counts the caller out of key's entry and drops the entry when nobody
-// holds or waits for the key.
-func (sh *shard) unref(key string, e *entry) {
-	sh.mu.Lock()
-	e.refs--
-	if e.refs == 0 {
-		delete(sh.m, key)
-		if len(sh.free) < keepFree {
-			sh.free = append(sh.free, e)
+// unref counts the caller out and drops the entry when nobody holds or waits
+// for its key. The last user turns the count from 1 to dead under the shard's
+// mutex, so a live entry in the map never counts zero.
+func (e *entry) unref() {
+	for {
+		n := e.refs.Load()
+		if n > 1 {
+			if e.refs.CompareAndSwap(n, n-1) {
+				return
+			}
+			continue
 		}
+		sh := e.sh
+		sh.mu.Lock()
+		if e.refs.CompareAndSwap(1, -1) {
+			delete(sh.m, e.key)
+			if len(sh.free) < keepFree {
+				sh.free = append(sh.free, e)
+			}
+			sh.mu.Unlock()
+			return
+		}
+		sh.mu.Unlock() // somebody counted in meanwhile
 	}
-	sh.mu.Unlock()
 }
 
 // Acquire waits until the lock is held or ctx is done. Waiters are served in
@@ -155,43 +214,52 @@ func (m *mutex) Acquire(ctx context.Context) (caesura.Held, error) {
 	if err := m.check(); err != nil {
 		return nil, err
 	}
-	sh := m.l.shard(m.key)
-	e := sh.ref(m.key)
+	e := m.ref()
 	select {
 	case e.ch <- struct{}{}:
-		return m.held(e), nil
+		return m.held(ctx, e), nil
 	default:
 	}
-	if err := ctx.Err(); err != nil {
-		sh.unref(m.key, e)
-		return nil, caesura.NotAcquired(m.key, err)
+	done := ctx.Done()
+	if done == nil { // ctx can never end the wait: a plain send is cheaper
+		e.ch <- struct{}{}
+		return m.held(ctx, e), nil
 	}
 	select {
 	case e.ch <- struct{}{}:
-		return m.held(e), nil
-	case <-ctx.Done():
-		sh.unref(m.key, e)
+		return m.held(ctx, e), nil
+	case <-done:
+		e.unref()
 		return nil, caesura.NotAcquired(m.key, ctx.Err())
 	}
 }
 
-func (m *mutex) held(e *entry) *ticket {
-	return &ticket{m: m, e: e, token: m.l.tokens.Add(1)}
+// held returns the handle of an acquisition of e, in the slot the scope
+// lends when ctx is one that has a slot left.
+func (m *mutex) held(ctx context.Context, e *entry) *ticket {
+	var t *ticket
+	if ln, ok := ctx.(lend.Lender); ok {
+		t = (*ticket)(ln.LendSlot())
+	}
+	if t == nil {
+		t = new(ticket)
+	}
+	t.Key, t.State, t.Fence = m.key, e, m.l.tokens.Add(1)
+	return t
 }
 
 // TryAcquire acquires the lock if it is free, and fails at once with an error
 // matching caesura.ErrNotAcquired otherwise.
-func (m *mutex) TryAcquire(context.Context) (caesura.Held, error) {
+func (m *mutex) TryAcquire(ctx context.Context) (caesura.Held, error) {
 	if err := m.check(); err != nil {
 		return nil, err
 	}
-	sh := m.l.shard(m.key)
-	e := sh.ref(m.key)
+	e := m.ref()
 	select {
 	case e.ch <- struct{}{}:
-		return m.held(e), nil
+		return m.held(ctx, e), nil
 	default:
-		sh.unref(m.key, e)
+		e.unref()
 		return nil, fmt.Errorf("memlock: %q: %w", m.key, caesura.ErrNotAcquired)
 	}
 }
@@ -223,16 +291,17 @@ func releaseAll(hs []caesura.Held, err error) error {
 }
 
 // Token returns the acquisition's fencing token.
-func (t *ticket) Token() uint64 { return t.token }
+func (t *ticket) Token() uint64 { return t.Fence }
 
 // Release gives the lock to the longest waiter, or frees the key. It returns
 // an error matching caesura.ErrNotHeld if t released already.
 func (t *ticket) Release(context.Context) error {
-	if !t.released.CompareAndSwap(false, true) {
-		return fmt.Errorf("memlock: release %q: %w", t.m.key, caesura.ErrNotHeld)
+	if !t.Done.CompareAndSwap(false, true) {
+		return fmt.Errorf("memlock: release %q: %w", t.Key, caesura.ErrNotHeld)
 	}
-	<-t.e.ch
-	t.e.sh.unref(t.m.key, t.e)
+	e := t.State.(*entry)
+	<-e.ch
+	e.unref()
 	return nil
 }
 
