@@ -33,6 +33,10 @@ const DefaultTTL = 10 * time.Second
 // abandoned acquisition, which run with a context of their own.
 const cleanupTimeout = 5 * time.Second
 
+// defaultMaxWatched is how many keys ahead a waiter follows with one watch
+// of its whole queue (see Locker.maxWatched).
+const defaultMaxWatched = 64
+
 // Option configures a [Locker]. Options are made by [WithPrefix] and
 // [WithTTL].
 type Option interface {
@@ -91,6 +95,12 @@ type Locker struct {
 	seq    atomic.Uint64
 	starts chan struct{} // one token: serializes session starts, honouring contexts
 
+	// maxWatched (at least 1) bounds the keys ahead of a waiter that it
+	// follows through one watch of the whole queue, which sends it every
+	// deletion in the queue. A waiter with more keys ahead watches only
+	// the maxWatched-th of them, until it is gone. Tests lower it.
+	maxWatched int
+
 	mu     sync.Mutex
 	sess   *session
 	closed bool
@@ -127,6 +137,8 @@ func New(client Client, opts ...Option) (*Locker, error) {
 		prefix: DefaultPrefix,
 		ttl:    int64(DefaultTTL / time.Second),
 		starts: make(chan struct{}, 1),
+
+		maxWatched: defaultMaxWatched,
 	}
 	for _, o := range opts {
 		if o == nil {

@@ -1,6 +1,7 @@
 package etcdlock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,8 +45,10 @@ func (m *lock) check() error {
 
 // Acquire queues for the lock and waits, in FIFO order, until it is at the
 // head of the queue or ctx is done. It writes once (a transaction that puts
-// the waiter key and reads its predecessor); a waiter watches only its
-// predecessor.
+// the waiter key and reads the keys ahead of it). A waiter with a few keys
+// ahead watches the queue's deletions and knows it is at the head when the
+// last of them is deleted, without a read; one further back watches a
+// single key ahead (see held.wait).
 //
 // Errors: [caesura.ErrNotAcquired] with ctx's error when ctx ended the wait;
 // [ErrUnavailable] when etcd did not answer; [ErrSessionEnded] or
@@ -63,7 +66,7 @@ func (m *lock) Acquire(ctx context.Context) (caesura.Held, error) {
 	s, ekey, resp, err := m.put(ctx, "enqueue", func(s *session, ekey string) clientv3.Txn {
 		return m.l.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(ekey), "=", 0)).
-			Then(m.opLast(0), clientv3.OpPut(ekey, "", clientv3.WithLease(s.id)))
+			Then(m.opAhead(0), clientv3.OpPut(ekey, "", clientv3.WithLease(s.id)))
 	})
 	if err != nil {
 		return nil, err
@@ -72,7 +75,7 @@ func (m *lock) Acquire(ctx context.Context) (caesura.Held, error) {
 		return nil, fmt.Errorf("etcdlock: lock %q: waiter key %q exists already", m.key, ekey)
 	}
 	h := newHeld(m, s, ekey, resp.Header.Revision)
-	if err := h.wait(ctx, lastKV(resp.Responses[0])); err != nil {
+	if err := h.wait(ctx, aheadOf(resp.Responses[0], resp.Header.Revision)); err != nil {
 		h.abort()
 		return nil, err
 	}
@@ -133,10 +136,17 @@ func (m *lock) cmpFree() clientv3.Cmp {
 	return clientv3.Compare(clientv3.CreateRevision(m.queue), "=", 0).WithPrefix()
 }
 
-// opLast reads the newest key of the queue created before revision below
-// (any, if below == 0): a waiter's predecessor.
-func (m *lock) opLast(below int64) clientv3.Op {
-	opts := append(clientv3.WithLastCreate(), clientv3.WithKeysOnly())
+// opAhead reads the keys of the queue created before revision below (all,
+// if below == 0): the keys ahead of a waiter, newest first, at most the
+// Locker's maxWatched of them (the response's More flag tells whether there
+// are more).
+func (m *lock) opAhead(below int64) clientv3.Op {
+	opts := []clientv3.OpOption{
+		clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
+		clientv3.WithLimit(int64(max(m.l.maxWatched, 1))),
+		clientv3.WithKeysOnly(),
+	}
 	if below > 0 {
 		opts = append(opts, clientv3.WithMaxCreateRev(below-1))
 	}
@@ -155,12 +165,21 @@ func (m *lock) requestErr(ctx context.Context, err error) error {
 	return fmt.Errorf("etcdlock: lock %q: %w: %w", m.key, ErrUnavailable, err)
 }
 
-// lastKV returns the one key of a limit-1 range response, or nil.
-func lastKV(r *etcdserverpb.ResponseOp) *mvccpb.KeyValue {
-	if rr := r.GetResponseRange(); rr != nil && len(rr.Kvs) > 0 {
-		return rr.Kvs[0]
+// ahead is one read of the keys queued before a waiter's key (opAhead).
+type ahead struct {
+	kvs  []*mvccpb.KeyValue // newest first, at most maxWatched
+	more bool               // more keys than kvs are ahead
+	rev  int64              // the revision the read saw
+}
+
+// aheadOf returns the ahead of opAhead's response r, part of a response at
+// revision rev.
+func aheadOf(r *etcdserverpb.ResponseOp, rev int64) ahead {
+	rr := r.GetResponseRange()
+	if rr == nil {
+		return ahead{rev: rev}
 	}
-	return nil
+	return ahead{kvs: rr.Kvs, more: rr.More, rev: rev}
 }
 
 // held is one acquisition: the waiter key ekey created at revision rev. It
@@ -368,54 +387,176 @@ func (h *held) keyGone() {
 	h.cancelLost(fmt.Errorf("etcdlock: key %q: %w", h.ekey, ErrKeyDeleted))
 }
 
-// wait blocks until the key is at the head of its queue: pred, the key
-// created just before it, is nil. It watches only pred (no herd). The watch
-// starts at the current revision, so the server counts it as synced and
-// sends the deletion at once; once the server has confirmed the watch, the
-// queue is read again, so a deletion just before the watch is not missed.
-func (h *held) wait(ctx context.Context, pred *mvccpb.KeyValue) error {
-	for pred != nil {
-		wctx, wcancel := context.WithCancel(ctx)
-		wch := h.m.l.client.Watch(wctx, string(pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
-		next, err := h.awaitDelete(ctx, wch, pred)
-		wcancel()
-		if err != nil {
-			return err
+// wait blocks until the key is at the head of its queue: no key created
+// before it is left. a is what the enqueue transaction read of the keys
+// ahead.
+//
+// With at most the Locker's maxWatched keys ahead, the waiter follows them
+// all (awaitQueue): it watches the queue's deletions, reads the keys ahead
+// once the watch is in place, and then counts them down from the events
+// alone, so the release of the key before it hands the lock over without a
+// further request. With more keys ahead it watches only the maxWatched-th
+// of them (awaitKey) and reads the queue again when that key is gone. A
+// release thus sends events to at most maxWatched waiters that follow the
+// whole queue (each has at most that many keys ahead, and no two have the
+// same number), plus the waiters that watch the released key itself. In
+// FIFO order the key a waiter watches goes when maxWatched-1 keys are left
+// ahead of it, so with maxWatched above 1 the waiter follows them all, a
+// watch and a read later, before the last of them is released.
+//
+// Every watch starts at the current revision, so the server counts it as
+// synced and sends events at once (a watch from an older revision is
+// served by a 100 ms catch-up loop); the read that follows its
+// confirmation covers what happened before. No event makes a waiter send
+// a request, except a deletion of the one key it watches in awaitKey or of
+// its own key. A watch that breaks is opened again and followed by a new
+// read.
+func (h *held) wait(ctx context.Context, a ahead) error {
+	breaks := 0 // watches in a row that broke before the server confirmed them
+	for len(a.kvs) > 0 {
+		var (
+			next ahead
+			err  error
+		)
+		if a.more {
+			next, err = h.awaitKey(ctx, a.kvs[len(a.kvs)-1])
+		} else {
+			next, err = h.awaitQueue(ctx)
 		}
-		pred = next
+		var wb *watchBreak
+		if !errors.As(err, &wb) {
+			if err != nil {
+				return err
+			}
+			a = next
+			continue
+		}
+		if wb.created {
+			breaks = 0
+		}
+		if breaks++; breaks >= maxWatchBreaks {
+			return fmt.Errorf("etcdlock: lock %q: watch queue: %w: %w", h.m.key, ErrUnavailable, wb.err)
+		}
+		t := time.NewTimer(watchRetryDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return caesura.NotAcquired(h.m.key, ctx.Err())
+		case <-h.lost.Done():
+			t.Stop()
+			return h.waitLost()
+		case <-t.C:
+		}
+		// Watch again with the same a: the read after the new watch's
+		// confirmation brings it up to date.
 	}
 	return nil
 }
 
-// awaitDelete waits on a watch of pred until pred is gone, and returns the
-// next predecessor (nil when the key is at the head).
-func (h *held) awaitDelete(ctx context.Context, wch clientv3.WatchChan, pred *mvccpb.KeyValue) (*mvccpb.KeyValue, error) {
+const (
+	// maxWatchBreaks is how many watches in a row may break before the
+	// server confirms them until a waiter gives up with ErrUnavailable.
+	maxWatchBreaks = 3
+	// watchRetryDelay is the pause before a broken watch is opened again.
+	watchRetryDelay = 100 * time.Millisecond
+)
+
+// watchBreak is the error of a watch that ended while its waiter still
+// waits: the client was closed, or the server cancelled the watch (its
+// revision was compacted during a reconnection, say). wait opens a new one.
+type watchBreak struct {
+	created bool // the server had confirmed the watch
+	err     error
+}
+
+func (e *watchBreak) Error() string { return "watch broke: " + e.err.Error() }
+func (e *watchBreak) Unwrap() error { return e.err }
+
+// watchBroke returns the error of a watch response that ended the watch:
+// ErrNotAcquired if ctx is done (which ends the watch), else a watchBreak.
+func (h *held) watchBroke(ctx context.Context, created bool, resp clientv3.WatchResponse) error {
+	if err := ctx.Err(); err != nil {
+		return caesura.NotAcquired(h.m.key, err)
+	}
+	err := resp.Err()
+	if err == nil {
+		err = errors.New("watch closed")
+	}
+	return &watchBreak{created: created, err: err}
+}
+
+// awaitQueue follows every key ahead through one watch of the queue's
+// deletions until none is left (it returns an empty ahead) or a read finds
+// more than maxWatched keys ahead (it returns that read).
+func (h *held) awaitQueue(ctx context.Context) (ahead, error) {
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wch := h.m.l.client.Watch(wctx, h.m.queue, clientv3.WithPrefix(), clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+	var (
+		created bool
+		left    keysAhead
+	)
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, caesura.NotAcquired(h.m.key, ctx.Err())
+			return ahead{}, caesura.NotAcquired(h.m.key, ctx.Err())
 		case <-h.lost.Done():
-			return nil, h.waitLost()
+			return ahead{}, h.waitLost()
 		case resp, ok := <-wch:
 			switch {
 			case !ok || resp.Canceled || resp.Err() != nil:
-				if err := ctx.Err(); err != nil {
-					return nil, caesura.NotAcquired(h.m.key, err)
-				}
-				werr := resp.Err()
-				if werr == nil {
-					werr = errors.New("watch closed")
-				}
-				return nil, fmt.Errorf("etcdlock: lock %q: watch predecessor: %w: %w", h.m.key, ErrUnavailable, werr)
+				return ahead{}, h.watchBroke(ctx, created, resp)
 			case resp.Created:
-				next, err := h.predecessor(ctx)
-				if err != nil || next == nil || next.CreateRevision != pred.CreateRevision {
-					return next, err
+				created = true
+				a, err := h.readAhead(ctx)
+				if err != nil || a.more || len(a.kvs) == 0 {
+					return a, err
+				}
+				left = newKeysAhead(a)
+			case created:
+				if left.apply(h.ekey, resp.Events) {
+					h.keyGone()
+					return ahead{}, h.waitLost()
+				}
+				if len(left.keys) == 0 {
+					return ahead{}, nil
+				}
+			}
+		}
+	}
+}
+
+// awaitKey waits on a watch of kv, a key ahead, until it is gone, and
+// returns a new read of the keys ahead. It returns that read at once if the
+// read after the watch's confirmation finds kv no longer the key to watch.
+func (h *held) awaitKey(ctx context.Context, kv *mvccpb.KeyValue) (ahead, error) {
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	wch := h.m.l.client.Watch(wctx, string(kv.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+	created := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ahead{}, caesura.NotAcquired(h.m.key, ctx.Err())
+		case <-h.lost.Done():
+			return ahead{}, h.waitLost()
+		case resp, ok := <-wch:
+			switch {
+			case !ok || resp.Canceled || resp.Err() != nil:
+				return ahead{}, h.watchBroke(ctx, created, resp)
+			case resp.Created:
+				created = true
+				a, err := h.readAhead(ctx)
+				if err != nil || !a.more {
+					return a, err
+				}
+				if w := a.kvs[len(a.kvs)-1]; w.CreateRevision != kv.CreateRevision || !bytes.Equal(w.Key, kv.Key) {
+					return a, nil
 				}
 			default:
 				for _, ev := range resp.Events {
 					if ev.Type == clientv3.EventTypeDelete {
-						return h.predecessor(ctx)
+						return h.readAhead(ctx)
 					}
 				}
 			}
@@ -423,21 +564,61 @@ func (h *held) awaitDelete(ctx context.Context, wch clientv3.WatchChan, pred *mv
 	}
 }
 
-// predecessor reads the key created just before ours, checking in the same
-// transaction that ours still exists.
-func (h *held) predecessor(ctx context.Context) (*mvccpb.KeyValue, error) {
+// readAhead reads the keys ahead of ours, checking in the same transaction
+// that ours still exists.
+func (h *held) readAhead(ctx context.Context) (ahead, error) {
 	resp, err := h.m.l.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(h.ekey), "=", h.rev)).
-		Then(h.m.opLast(h.rev)).
+		Then(h.m.opAhead(h.rev)).
 		Commit()
 	if err != nil {
-		return nil, h.m.requestErr(ctx, fmt.Errorf("read predecessor: %w", err))
+		return ahead{}, h.m.requestErr(ctx, fmt.Errorf("read queue: %w", err))
 	}
 	if !resp.Succeeded {
 		h.keyGone()
-		return nil, h.waitLost()
+		return ahead{}, h.waitLost()
 	}
-	return lastKV(resp.Responses[0]), nil
+	return aheadOf(resp.Responses[0], resp.Header.Revision), nil
+}
+
+// keysAhead is the set of keys ahead of a waiter's key: those a read at
+// revision rev found, less those deleted since. It only shrinks: a key
+// created later is behind the waiter's.
+type keysAhead struct {
+	keys []string
+	rev  int64
+}
+
+func newKeysAhead(a ahead) keysAhead {
+	keys := make([]string, len(a.kvs))
+	for i, kv := range a.kvs {
+		keys[i] = string(kv.Key)
+	}
+	return keysAhead{keys: keys, rev: a.rev}
+}
+
+// apply removes the keys that events delete, and reports whether one of
+// them deletes own, the waiter's key. Only events after the read count: an
+// earlier one is in the read already, and its key, if the read found one
+// of that name, is a newer incarnation (a delete event carries the key and
+// the deletion's revision, not the create revision of what it deleted).
+func (k *keysAhead) apply(own string, events []*clientv3.Event) (ownDeleted bool) {
+	for _, ev := range events {
+		if ev.Type != clientv3.EventTypeDelete || ev.Kv.ModRevision <= k.rev {
+			continue
+		}
+		if string(ev.Kv.Key) == own {
+			return true
+		}
+		for i, key := range k.keys {
+			if key == string(ev.Kv.Key) {
+				k.keys[i] = k.keys[len(k.keys)-1]
+				k.keys = k.keys[:len(k.keys)-1]
+				break
+			}
+		}
+	}
+	return false
 }
 
 // waitLost is the error of a waiter whose key or session ended.
@@ -467,7 +648,7 @@ func (b *batcher) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]cae
 		}
 		if i > 0 && m.key <= ms[i-1].key {
 			// Two keys of one caller in one queue at one revision would
-			// both see no predecessor: refuse rather than hold twice.
+			// both see no key ahead: refuse rather than hold twice.
 			return nil, fmt.Errorf("etcdlock: batch: %w: locks not sorted or duplicated at %q", caesura.ErrInvalidLock, m.key)
 		}
 		ms[i] = m
@@ -528,7 +709,7 @@ func (b *batcher) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]cae
 		// Take rest[:k] (free) and queue for rest[k] in one transaction.
 		ops := make([]clientv3.Op, 0, k+2)
 		ops = append(ops, puts[:k]...)
-		ops = append(ops, rest[k].opLast(0), puts[k])
+		ops = append(ops, rest[k].opAhead(0), puts[k])
 		resp, err = b.l.client.Txn(ctx).If(cmps[:k]...).Then(ops...).Commit()
 		if err != nil {
 			for _, key := range ekeys[:k+1] {
@@ -543,7 +724,7 @@ func (b *batcher) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]cae
 			helds = append(helds, newHeld(rest[j], s, ekeys[j], resp.Header.Revision))
 		}
 		h := newHeld(rest[k], s, ekeys[k], resp.Header.Revision)
-		if err := h.wait(ctx, lastKV(resp.Responses[k])); err != nil {
+		if err := h.wait(ctx, aheadOf(resp.Responses[k], resp.Header.Revision)); err != nil {
 			h.abort()
 			return fail(err)
 		}
