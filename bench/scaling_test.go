@@ -94,39 +94,46 @@ var scalingWorkers = []int{1, 2, 4, 8, 16, 32, 64}
 // critical section. Exactly `workers` goroutines share b.N acquisitions;
 // acq/s is b.N over the wall time.
 func BenchmarkScaling(b *testing.B) {
-	ctx := context.Background()
 	for _, nkeys := range []int{1, 1000} {
 		for _, w := range scalingWorkers {
 			for _, m := range keyedMechs() {
 				b.Run(fmt.Sprintf("keys=%d/workers=%d/mech=%s", nkeys, w, m.name), func(b *testing.B) {
 					op := m.make(nkeys)
-					var left atomic.Int64
-					left.Store(int64(b.N))
-					var wg sync.WaitGroup
-					b.ReportAllocs()
-					b.ResetTimer()
-					for g := range w {
-						wg.Go(func() {
-							x := uint64(g)*0x9e3779b97f4a7c15 + 1
-							for left.Add(-1) >= 0 {
-								k := 0
-								if nkeys > 1 {
-									x ^= x << 13 // xorshift: cheap and per goroutine
-									x ^= x >> 7
-									x ^= x << 17
-									k = int(x % uint64(nkeys))
-								}
-								op(ctx, k)
-							}
-						})
-					}
-					wg.Wait()
-					b.StopTimer()
-					b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acq/s")
+					throughput(b, w, nkeys, func(ctx context.Context, _, k int) { op(ctx, k) })
 				})
 			}
 		}
 	}
+}
+
+// throughput runs b.N acquisitions shared by exactly workers goroutines;
+// worker w's acquisition of key k is op(ctx, w, k), and the key is drawn at
+// random from nkeys. It reports acq/s, b.N over the wall time.
+func throughput(b *testing.B, workers, nkeys int, op func(ctx context.Context, w, k int)) {
+	ctx := context.Background()
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	for g := range workers {
+		wg.Go(func() {
+			x := uint64(g)*0x9e3779b97f4a7c15 + 1
+			for left.Add(-1) >= 0 {
+				k := 0
+				if nkeys > 1 {
+					x ^= x << 13 // xorshift: cheap and per goroutine
+					x ^= x >> 7
+					x ^= x << 17
+					k = int(x % uint64(nkeys))
+				}
+				op(ctx, g, k)
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "acq/s")
 }
 
 // BenchmarkEightKeysMem: eight free keys taken and released by one

@@ -300,59 +300,82 @@ func BenchmarkEightKeys(b *testing.B) {
 // op is one acquisition. Reports acquisitions per second, hand-off p50 and
 // p99, and the FIFO fraction.
 func BenchmarkContended(b *testing.B) {
-	const contenders = 8
 	for _, im := range impls {
-		b.Run(im.name, func(b *testing.B) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			xs := im.make(b, prefix(b)+"k", contenders)
-			var (
-				mu      sync.Mutex
-				events  []event // in acquisition order
-				lastRel time.Time
-				left    atomic.Int64
-			)
-			left.Store(int64(b.N))
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for g, x := range xs {
-				wg.Go(func() {
-					for left.Add(-1) >= 0 {
-						called := time.Now()
-						if err := x.lock(ctx); err != nil {
-							b.Error(err)
-							return
-						}
-						got := time.Now()
-						mu.Lock()
-						events = append(events, event{g: g, called: called, got: got, prevRel: lastRel})
-						lastRel = time.Now()
-						mu.Unlock()
-						if err := x.unlock(ctx); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(len(events))/elapsed.Seconds(), "acq/s")
-			var handoffs []time.Duration
-			for _, e := range events {
-				if !e.prevRel.IsZero() {
-					handoffs = append(handoffs, e.got.Sub(e.prevRel))
+		b.Run(im.name, func(b *testing.B) { contend(b, im, 0) })
+	}
+}
+
+// BenchmarkHandOff is BenchmarkContended with the hold of the other
+// backends' hand-off benchmarks (shared/research/measured-peers.md): 8
+// contenders, one lock, a 100 µs busy-wait hold, closed loop. One op is one
+// acquisition; run with a fixed count (-benchtime 400x).
+func BenchmarkHandOff(b *testing.B) {
+	for _, im := range impls {
+		b.Run(im.name, func(b *testing.B) { contend(b, im, 100*time.Microsecond) })
+	}
+}
+
+// contend runs 8 contenders of im on one lock in a closed loop, b.N
+// acquisitions in all, each holding the lock for hold (busy-waiting), and
+// reports acq/s, the hand-off p50 and p99 (the start of a release to the
+// return of the next acquire) and the FIFO fraction.
+func contend(b *testing.B, im impl, hold time.Duration) {
+	const contenders = 8
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	xs := im.make(b, prefix(b)+"k", contenders)
+	var (
+		mu      sync.Mutex
+		events  []event // in acquisition order
+		lastRel time.Time
+		left    atomic.Int64
+	)
+	left.Store(int64(b.N))
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for g, x := range xs {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				called := time.Now()
+				if err := x.lock(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+				got := time.Now()
+				spin(hold)
+				mu.Lock()
+				events = append(events, event{g: g, called: called, got: got, prevRel: lastRel})
+				lastRel = time.Now()
+				mu.Unlock()
+				if err := x.unlock(ctx); err != nil {
+					b.Error(err)
+					return
 				}
 			}
-			if len(handoffs) > 0 {
-				slices.Sort(handoffs)
-				b.ReportMetric(ms(handoffs[len(handoffs)/2]), "handoff-p50-ms")
-				b.ReportMetric(ms(handoffs[len(handoffs)*99/100]), "handoff-p99-ms")
-			}
-			b.ReportMetric(fifo(events), "fifo-frac")
 		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(len(events))/elapsed.Seconds(), "acq/s")
+	var handoffs []time.Duration
+	for _, e := range events {
+		if !e.prevRel.IsZero() {
+			handoffs = append(handoffs, e.got.Sub(e.prevRel))
+		}
+	}
+	if len(handoffs) > 0 {
+		slices.Sort(handoffs)
+		b.ReportMetric(ms(handoffs[len(handoffs)/2]), "handoff-p50-ms")
+		b.ReportMetric(ms(handoffs[len(handoffs)*99/100]), "handoff-p99-ms")
+	}
+	b.ReportMetric(fifo(events), "fifo-frac")
+}
+
+// spin busy-waits for d: a critical section that keeps its CPU.
+func spin(d time.Duration) {
+	for t := time.Now(); time.Since(t) < d; {
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,14 +17,11 @@ import (
 	"gonum.org/v1/plot/vg/vgsvg"
 )
 
-// scalingMechs are the in-process mechanisms of BenchmarkScaling.
-var scalingMechs = []string{"caesura.Run", "memlock", "semaphore.Weighted", "chan", "sync.Mutex"}
-
-// scalingPlot draws acq/s against workers on nkeys keys; it returns nil if
-// nothing was measured.
-func scalingPlot(rs *Results, nkeys int) (*plot.Plot, error) {
+// scalingPlot draws acq/s against workers for curve table t, one line per
+// row; it returns nil if nothing was measured.
+func scalingPlot(rs *Results, t Table) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("In-process throughput, %s, empty critical section", plural(nkeys))
+	p.Title.Text = t.Curve.Title
 	p.X.Label.Text = "workers (goroutines)"
 	p.Y.Label.Text = "acquisitions per second (median)"
 	p.X.Scale = plot.LogScale{}
@@ -36,39 +34,45 @@ func scalingPlot(rs *Results, nkeys int) (*plot.Plot, error) {
 	p.Y.Tick.Marker = humanTicks{}
 	p.Legend.Top = true
 	p.Legend.Left = false
-	any := false
-	ymax := 0.0
-	for i, m := range scalingMechs {
+	drawn := false
+	ymin, ymax := math.Inf(1), 0.0
+	for i, r := range t.Rows {
 		var xys plotter.XYs
-		for _, w := range scalingWorkers {
-			s, ok := rs.Get(fmt.Sprintf("mem:Scaling/keys=%d/workers=%d/mech=%s", nkeys, w, m), "acq/s")
+		for j, w := range scalingWorkers {
+			s, ok := r.Cell(rs, t.Cols[j])
 			if ok && s.Median > 0 {
 				xys = append(xys, plotter.XY{X: float64(w), Y: s.Median})
-				ymax = max(ymax, s.Median)
+				ymin, ymax = min(ymin, s.Median), max(ymax, s.Median)
 			}
 		}
 		if len(xys) == 0 {
 			continue
 		}
-		any = true
+		drawn = true
 		l, pts, err := plotter.NewLinePoints(xys)
 		if err != nil {
 			return nil, err
 		}
 		l.Color = plotutil.Color(i)
 		l.Width = vg.Points(1.5)
-		if strings.HasPrefix(m, "caesura") || m == "memlock" {
+		label := shorten(r.Label, 50)
+		if r.Caesura {
 			l.Width = vg.Points(2.5)
+			label = "* " + label
 		}
 		pts.Color = plotutil.Color(i)
 		pts.Shape = plotutil.Shape(i)
 		p.Add(l, pts)
-		p.Legend.Add(m, l, pts)
+		p.Legend.Add(label, l, pts)
 	}
-	if !any {
+	if !drawn {
 		return nil, nil
 	}
 	p.Add(plotter.NewGrid())
+	// Fixed x range, and a y range of at least a decade: a log axis of one
+	// point would have no extent.
+	p.X.Min, p.X.Max = float64(scalingWorkers[0]), float64(scalingWorkers[len(scalingWorkers)-1])
+	p.Y.Min = min(ymin, ymax/10)
 	p.Y.Max = ymax * 30 // room for the legend above the lines
 	return p, nil
 }
@@ -107,7 +111,10 @@ type handoffPoint struct {
 // handoffPoints collects the hand-off rows of every class.
 func handoffPoints(rs *Results) []handoffPoint {
 	var out []handoffPoint
-	for _, t := range tables {
+	for _, t := range reportTables(rs) {
+		if t.NoChart {
+			continue
+		}
 		var c50, c99 *Col
 		for i, c := range t.Cols {
 			switch {
@@ -152,7 +159,7 @@ func handoffPlot(rs *Results) (*plot.Plot, int, error) {
 // "Uncontended" table, in µs.
 func uncontendedPoints(rs *Results) []dotRow {
 	var out []dotRow
-	for _, t := range tables {
+	for _, t := range reportTables(rs) {
 		if !strings.HasPrefix(t.Title, "Uncontended") {
 			continue
 		}
@@ -274,22 +281,21 @@ func WriteCharts(rs *Results, dir string) ([]string, error) {
 		return nil, err
 	}
 	var files []string
-	for _, nk := range []int{1, 1000} {
-		p, err := scalingPlot(rs, nk)
+	for _, t := range reportTables(rs) {
+		if t.Curve == nil {
+			continue
+		}
+		p, err := scalingPlot(rs, t)
 		if err != nil {
 			return nil, err
 		}
 		if p == nil {
 			continue
 		}
-		name := fmt.Sprintf("scaling-%dkey.svg", nk)
-		if nk > 1 {
-			name = fmt.Sprintf("scaling-%dkeys.svg", nk)
-		}
-		if err := saveSVG(p, 7*vg.Inch, 4.5*vg.Inch, filepath.Join(dir, name)); err != nil {
+		if err := saveSVG(p, 7*vg.Inch, 4.5*vg.Inch, filepath.Join(dir, t.Curve.Chart)); err != nil {
 			return nil, err
 		}
-		files = append(files, name)
+		files = append(files, t.Curve.Chart)
 	}
 	p, n, err := handoffPlot(rs)
 	if err != nil {

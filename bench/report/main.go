@@ -1,16 +1,24 @@
 // Command report runs caesura's benchmark modules against their peers and
 // writes BENCHMARKS.md and SVG charts (issue 8).
 //
-//	go run ./bench/report            # from the repository root: ~10 minutes
-//	go run ./bench/report -quick     # a 1–2 minute smoke run
+//	go run ./bench/report            # from the repository root: ~20 minutes on 2 vCPUs
+//	go run ./bench/report -quick     # a smoke run of a few minutes
+//	go run ./bench/report -from docs/bench/raw   # re-render, run nothing
+//	go run ./bench/report -quick -o /tmp/b/BENCHMARKS.md -charts /tmp/b   # leave the committed files alone
 //
 // It builds the test binary of each benchmark module (bench, bench/redis,
 // bench/pg, bench/etcd) and runs it as a subprocess, -rounds times in
 // shuffled order, parses the output with golang.org/x/perf/benchfmt, and
-// writes the median and spread of every measure. A module that does not
-// compile, or whose server is missing, is named in the report as not
-// measured. -from re-renders the report from the raw outputs of an earlier
-// run without running anything.
+// writes the median and spread of every measure, the targets of issue 8
+// computed from them, and a chart per throughput curve. A module that does
+// not compile, or whose server is missing, is named in the report as not
+// measured. Raw outputs go to <charts>/raw, from which -from re-renders the
+// report without running anything.
+//
+// A bench module's results are matched by name: a benchmark that no table
+// names is listed under "further results" of its class, and a curve named
+// Benchmark<Scaling>/keys=N/workers=W/mech=M gains a row (and a line on its
+// chart) for every mechanism M it reports.
 package main
 
 import (
@@ -25,6 +33,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 func main() {
@@ -83,7 +92,7 @@ func run(args []string, log io.Writer) error {
 		cmdline += " " + strings.Join(args, " ")
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep := &Report{Rounds: *rounds, Quick: *quick, Command: cmdline, Results: NewResults(), Missing: map[string]string{}}
 	rep.Machine = readMachine(ctx)

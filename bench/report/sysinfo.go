@@ -85,6 +85,8 @@ var peerModules = []string{
 	"github.com/go-redsync/redsync/v4",
 	"github.com/bsm/redislock",
 	"github.com/redis/go-redis/v9",
+	"github.com/redis/rueidis",
+	"github.com/gofrs/flock",
 	"github.com/jackc/pgx/v5",
 	"go.etcd.io/etcd/client/v3",
 	"go.etcd.io/etcd/server/v3",
