@@ -23,9 +23,15 @@ import (
 //
 // key follows the rules of context keys: a comparable value of a type of the
 // backend's own, so that backends never share a value by accident. open runs
-// at most once per scope and key at a time; if it fails, nothing is stored, its
-// error is returned, and a later call tries again. After the function
-// returned, Attach fails with [ErrScopeEnded].
+// at most once per scope and key at a time, under a lock that the scope's
+// other Attach calls share: keep it quick (take a pooled connection lazily,
+// on first use, rather than waiting for one in open). If open fails, nothing
+// is stored, its error is returned, and a later call tries again. After the
+// function returned, Attach fails with [ErrScopeEnded].
+//
+// done runs after the function's context is cancelled and its locks are
+// released; the release context (done's ctx) finds no scope, so a backend
+// cannot Attach from Release or done.
 //
 // A nested scope (a Run inside a Run) has values of its own: done runs when
 // the inner function ends.

@@ -807,3 +807,85 @@ func TestReleaseContextAfterFunc(t *testing.T) {
 		t.Fatalf("Run: %v, release checked: %v", err, checked.Load())
 	}
 }
+
+// Locks of one BatchReleaser yielded one at a time go back in one call.
+func TestSingleYieldsReleasedTogether(t *testing.T) {
+	ml := memlock.New(memlock.Options{})
+	b := &countingBatcher{ml: ml}
+	err := caesura.Run(ctxT(t), func(ctx context.Context, yield caesura.Yield) error {
+		for _, name := range []string{"a", "b", "c"} {
+			if err := yield(batchLock{b, name}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, r := b.acquires.Load(), b.batches.Load(); a != 0 || r != 1 {
+		t.Fatalf("AcquireBatch called %d times, ReleaseBatch %d times; want 0 and 1", a, r)
+	}
+	if ml.Len() != 0 {
+		t.Fatalf("%d keys held after Run", ml.Len())
+	}
+}
+
+// The function's context is done before its locks are released, and the
+// release context leads to no scope (not even an enclosing one).
+func TestReleaseAfterContextEnds(t *testing.T) {
+	var fnCtx context.Context
+	var checked atomic.Bool
+	l := caesura.FromFuncs("x", func(context.Context) error { return nil }, func(rctx context.Context) error {
+		if fnCtx.Err() == nil {
+			t.Error("the function's context is not done when its locks are released")
+		}
+		if _, ok := caesura.Token(rctx, caesura.FromFuncs("outer", nil, nil)); ok {
+			t.Error("Token found a lock through the release context")
+		}
+		_, ok, err := caesura.Attach(rctx, sessionKey{}, func() (int, error) { return 1, nil },
+			func(context.Context, int) error { return nil })
+		if ok || err != nil {
+			t.Errorf("Attach on the release context: ok %v, err %v; want false, nil", ok, err)
+		}
+		checked.Store(true)
+		return nil
+	})
+	outer := caesura.FromFuncs("outer", func(context.Context) error { return nil }, func(context.Context) error { return nil })
+	err := caesura.Run(ctxT(t), func(ctx context.Context, yield caesura.Yield) error {
+		if err := yield(outer); err != nil {
+			return err
+		}
+		return caesura.Run(ctx, func(ctx context.Context, yield caesura.Yield) error {
+			fnCtx = ctx
+			return yield(l)
+		})
+	})
+	if err != nil || !checked.Load() {
+		t.Fatalf("Run: %v, release checked: %v", err, checked.Load())
+	}
+}
+
+// A backend that reports loss with a *LostError of its own gets it back as
+// the cause, not wrapped in a second one.
+func TestLostErrorNotWrappedTwice(t *testing.T) {
+	e := newEnv(t)
+	lost, lose := context.WithCancelCause(context.Background())
+	p := lossyProbe{e.plain("a")}
+	p.lost = lost
+	own := &caesura.LostError{Key: "a", Err: errors.New("lease expired")}
+	err := caesura.Run(ctxT(t), func(ctx context.Context, yield caesura.Yield) error {
+		if err := yield(p); err != nil {
+			return err
+		}
+		lose(own)
+		<-ctx.Done()
+		if c := context.Cause(ctx); c != own {
+			t.Errorf("cause %v, want the backend's own LostError", c)
+		}
+		return nil
+	})
+	if !errors.Is(err, caesura.ErrLockLost) || strings.Count(err.Error(), "lost") != 1 {
+		t.Fatalf("Run: %q, want ErrLockLost said once", err)
+	}
+}

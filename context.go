@@ -117,7 +117,14 @@ func (r *releaseCtx) Err() error {
 // Value answers from the materialised context, so that context.Cause and
 // the children of the release context see its own cancellation, not the
 // caller's.
-func (r *releaseCtx) Value(key any) any { return r.get().Value(key) }
+// It finds no scope: Release runs after the scope's function, and the
+// release context must not lead Token or Attach to an enclosing scope.
+func (r *releaseCtx) Value(key any) any {
+	if key == (scopeKey{}) {
+		return nil
+	}
+	return r.get().Value(key)
+}
 
 // AfterFunc lets context.AfterFunc and context.WithCancel on the release
 // context register without a goroutine of their own.

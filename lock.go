@@ -76,8 +76,11 @@ type Batcher interface {
 }
 
 // BatchReleaser is implemented by a [Batcher] that can also release several
-// of the Helds it returned in one call. The core releases a run of Helds
-// acquired through the same BatchReleaser with one ReleaseBatch call.
+// Helds of its locks in one call. The core releases a run of consecutive
+// Helds whose Locks share one BatchReleaser with one ReleaseBatch call:
+// Helds from AcquireBatch and from the Locks' own Acquire and TryAcquire
+// alike (a scope that yields one lock of a backend at a time still releases
+// them together).
 type BatchReleaser interface {
 	Batcher
 	// ReleaseBatch releases every Held in helds, as Release would each. It

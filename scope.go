@@ -228,7 +228,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 		if err != nil {
 			return err
 		}
-		s.add(key, h)
+		s.addFrom(key, h, releaser(l))
 		return nil
 	}
 
@@ -257,7 +257,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 			if err != nil {
 				return s.undo(start, err)
 			}
-			s.add(ps[i].key, h)
+			s.addFrom(ps[i].key, h, releaser(ps[i].lock))
 			i++
 			continue
 		}
@@ -300,8 +300,18 @@ func (s *scope) acquireLocks(locks []Lock) error {
 		if err != nil {
 			return s.undo(start, err)
 		}
-		s.add(ps[i].key, h)
+		s.addFrom(ps[i].key, h, releaser(ps[i].lock))
 		i++
+	}
+	return nil
+}
+
+// releaser returns the BatchReleaser that can release l's Helds together
+// with others, if l's backend has one.
+func releaser(l Lock) BatchReleaser {
+	if bl, ok := l.(BatchLock); ok {
+		br, _ := bl.Batcher().(BatchReleaser)
+		return br
 	}
 	return nil
 }
@@ -435,7 +445,10 @@ func (s *scope) addFrom(key string, h Held, br BatchReleaser) {
 }
 
 func (s *scope) onLost(key string, cause error) {
-	err := &LostError{Key: key, Err: cause}
+	err, ok := cause.(*LostError) // a backend may report loss with one already
+	if !ok || err.Key != key {
+		err = &LostError{Key: key, Err: cause}
+	}
 	s.obs.emit(Event{Kind: Lost, Key: key, Err: err})
 	s.mu.Lock()
 	if f := s.faultsLocked(); f.lost == nil {
@@ -483,11 +496,14 @@ func (s *scope) end() error {
 	}
 	s.mu.Unlock()
 	s.ymu.Unlock()
+	// The function's context ends first, so that goroutines it left
+	// running stop using the locks and the backends' resources before they
+	// go.
+	s.lazyCancel.end()
 	err := s.releaseAll(held)
 	if att != nil {
 		err = errors.Join(err, s.detach(att))
 	}
-	s.lazyCancel.end()
 	s.closeRelease()
 	return err
 }
