@@ -18,27 +18,46 @@
 //     Waiters queue on the server (pg_advisory_lock): a release hands the
 //     lock to the next waiter in one round trip, without polling, in the
 //     server's queue order.
-//   - Each acquisition takes a connection from the pool and pins it until it
-//     is released (a batch pins one connection for all its keys). Release
-//     unlocks with pg_advisory_unlock and checks that the session still held
-//     the lock before the connection goes back to the pool; when anything is
-//     off (a failed or interrupted statement, a lock the session did not
-//     hold) the connection is closed instead, which ends the session and
-//     frees every lock it had. No connection goes back to the pool holding
-//     an advisory lock.
+//   - One connection per scope. Inside a function run by [caesura.Run] or
+//     [caesura.Serialize], every lock of one [Locker] that the scope
+//     acquires (in separate yields, or in one) is taken on one session: the
+//     scope's first acquisition takes a connection from the pool and pins
+//     it, and it goes back to the pool when the scope's last lock of the
+//     Locker is released, which is when the function ends (the core keeps
+//     the session with [caesura.Attach]). A nested scope has a session of
+//     its own. Outside any scope (a Lock's Acquire called directly), each
+//     acquisition pins a connection of its own (a batch one for all its
+//     keys).
+//   - Inside a scope, Release unlocks its key at once with
+//     pg_advisory_unlock and checks that the session still held it; the
+//     session's other locks stay held. Outside a scope, a batch is unlocked
+//     in one statement when the last of its Helds is released, and its
+//     locks stay held on the server until then. No
+//     connection goes back to the pool holding an advisory lock: every lock
+//     taken on a session is tracked, and when anything is off (an unlock
+//     that failed, a lock the session did not hold) the last Release frees
+//     the session with pg_advisory_unlock_all() before the connection goes
+//     back, or closes the connection, which ends the session and frees
+//     every lock it had.
 //   - A context that ends a wait cancels the server-side wait with a cancel
 //     request (pgx's default reaction, closing the socket, would leave the
-//     backend queued until it got the lock). Nothing of the cancelled
-//     acquisition stays queued or held: a lock granted in the race with the
-//     cancel is freed by closing the connection.
+//     backend queued until it got the lock, and end the session with every
+//     other lock of the scope). Nothing of the cancelled acquisition stays
+//     queued or held: whatever it was granted in the race with the cancel
+//     is unlocked on the spot, and the scope's other locks on the session
+//     stay held. The session then serves the scope's later acquisitions
+//     only if the server acknowledged every cancel request (a late one
+//     could cancel the next statement); otherwise later acquisitions of the
+//     scope take connections of their own, and the session's connection is
+//     closed, not returned, once its locks are released.
 //   - TryAcquire uses pg_try_advisory_lock and never waits.
 //   - A consecutive run of this backend's keys in one yield is acquired in
 //     one statement on one connection,
 //     SELECT pg_advisory_lock(k) ... FROM unnest($1) WITH ORDINALITY ... ORDER BY i,
 //     with the keys passed in the global (key) order; the plan is a Function
 //     Scan that locks row by row, so the batch never holds a key while it
-//     waits for one sorting below it. The batch is unlocked in one statement
-//     when the last of its Helds is released.
+//     waits for one sorting below it. The core releases a run of a scope's
+//     keys in one statement too ([caesura.BatchReleaser]).
 //   - PostgreSQL's own deadlock detector is an independent check of
 //     caesura's ordering: under caesura it never fires (tested).
 //
@@ -49,23 +68,31 @@
 // of SHA-256(key) as a big-endian int64 ([Locker.ID]): stable across
 // processes, versions and platforms. Distinct keys with equal ids share one
 // lock. That costs waiting, never safety; a collision between two keys held
-// by one scope on two connections would make that scope wait for itself,
-// which with 64-bit ids takes about 2^32 distinct keys to become likely.
+// by one scope would make that scope wait for itself (PostgreSQL's advisory
+// locks are reentrant within a session, so the second key is taken on a
+// connection of its own, which waits for the scope's session), which with
+// 64-bit ids takes about 2^32 distinct keys to become likely.
 //
 // # Lock loss and fencing
 //
 // A session-level advisory lock lives exactly as long as its session. When
 // the pinned session ends (pg_terminate_backend, a server restart, a
-// connection that stopped answering) every Held on it reports the loss: its
-// Lost context is cancelled with a [*caesura.LostError], and the core
-// cancels the function's context. One timer per [Locker], armed only while a
-// connection is pinned (its check runs on a goroutine only while it runs, and
-// the last Release stops it), finds the loss: every [Options.CheckInterval]
-// (250ms) it peeks at each pinned socket without blocking or a round trip
-// (on Linux; elsewhere it pings), which sees a terminated session or a
-// restarted server within about 250ms, and every [Options.PingInterval] (5s)
-// it pings each pinned connection, which finds a server host that vanished
-// without closing the TCP connection.
+// connection that stopped answering) every Held on it (all of a scope's
+// locks of the Locker) reports the loss together: its Lost context is
+// cancelled with a [*caesura.LostError], and the core cancels the
+// function's context. One timer per [Locker], armed only while a session is
+// pinned (its check runs on a goroutine only while it runs, and the Release
+// that unpins the last session stops it and waits for a running check),
+// watches each session once, whatever the number of its locks: every
+// [Options.CheckInterval] (250ms) it peeks at each pinned socket without
+// blocking or a round trip (on Linux; elsewhere it pings), which sees a
+// terminated session or a restarted server within about 250ms, and every
+// [Options.PingInterval] (5s) it asks each session for its backend pid,
+// which finds a server host that vanished without closing the TCP
+// connection, and a pooler that moved the connection to another server
+// session (see Non-guarantees). A session busy with a statement (a yield
+// waiting for a lock) is not checked meanwhile; a session that ends under
+// a waiting statement fails that statement at once.
 //
 // Every Held carries a fencing token ([caesura.Fenced]): a value of a
 // sequence drawn by the acquiring statement after the lock was granted, so
@@ -85,23 +112,39 @@
 //     silent network failure) the function runs without the lock. Only the
 //     fencing token, checked by the storage that is written, makes a stale
 //     holder harmless.
-//   - The pool must have more connections (MaxConns) than acquisitions held
-//     or waiting at once (pgxpool's default is max(4, GOMAXPROCS)). An
-//     acquire that finds the pool exhausted waits for a connection while its
-//     scope may hold other locks, and that wait is outside caesura's
-//     ordering: scopes can deadlock on the pool. Size the pool, or give the
-//     locks a pool of their own.
-//   - A cancelled wait, a failed statement or a lost session costs the pool
-//     that connection (it is closed, not returned); the pool opens another
-//     when needed.
+//   - The pool must have more connections (MaxConns) than scopes holding or
+//     waiting for locks of the Locker at once, plus acquisitions outside
+//     scopes (pgxpool's default is max(4, GOMAXPROCS)). A scope's first
+//     acquisition that finds the pool exhausted waits for a connection,
+//     and the scope may hold locks of other backends or enclosing scopes
+//     meanwhile: that wait is outside caesura's ordering, and scopes can
+//     deadlock on the pool. Size the pool, or give the locks a pool of
+//     their own.
+//   - The statements of one session run one at a time. Through the core a
+//     scope's yields are sequential anyway; a goroutine that calls a Lock's
+//     Acquire directly with the scope's context while another acquisition
+//     of the scope waits on the server gets a connection of its own, but a
+//     Release waits for that other acquisition's statement to end.
+//   - A cancelled wait with no other lock on its session, a failed
+//     statement, an unacknowledged cancel request or a lost session costs
+//     the pool that connection (it is closed, not returned); the pool opens
+//     another when needed.
 //   - Session locks do not work through a pooler in transaction or statement
-//     mode (PgBouncer's pool_mode=transaction): the lock and the unlock run
-//     on different server sessions, and the lock stays held by a server
-//     connection nobody controls. Release detects this (pg_backend_pid()
-//     differs between the two statements) and returns an error matching
-//     [ErrSessionChanged]. A pooler in session mode works.
+//     mode (PgBouncer's pool_mode=transaction): between two statements the
+//     pooler may hand the server session, and the locks on it, to another
+//     client, which then holds them too (advisory locks are reentrant within
+//     a session): mutual exclusion is gone, and the locks stay held by a
+//     server connection nobody controls. pglock notices when a statement of
+//     a session runs on another server session than its first
+//     (pg_backend_pid() differs): the acquire or Release returns an error
+//     matching [ErrSessionChanged], and the session's Helds are lost with
+//     that cause; the liveness check's ping, every PingInterval, notices it
+//     between statements. It cannot notice a pooler that happened to keep
+//     the client on one server session while another client used it in
+//     between. A pooler in session mode works.
 //   - Locks are exclusive. Two acquisitions of one key exclude each other
-//     even within one process, since each has its own session (PostgreSQL's
-//     own advisory locks are reentrant within a session; pglock never
-//     shares a session between acquisitions).
+//     even within one process and one scope: an acquisition of a key that
+//     is already held on the scope's session (possible only when a Lock's
+//     Acquire is called directly with the scope's context: the core never
+//     yields a held key again) runs on a connection of its own and waits.
 package pglock

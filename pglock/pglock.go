@@ -44,9 +44,11 @@ type Options struct {
 	// that costs no round trip). Zero means [DefaultCheckInterval].
 	CheckInterval time.Duration
 
-	// PingInterval is how often each pinned connection is pinged (one
-	// round trip), to find sessions that died without closing the TCP
-	// connection (a host that vanished). Zero means [DefaultPingInterval].
+	// PingInterval is how often each pinned connection is asked for its
+	// backend pid (one round trip), to find sessions that died without
+	// closing the TCP connection (a host that vanished) and connections
+	// that a pooler moved to another server session. Zero means
+	// [DefaultPingInterval].
 	PingInterval time.Duration
 }
 
@@ -59,21 +61,26 @@ type Locker struct {
 	checkInterval time.Duration
 	pingInterval  time.Duration
 	batcher       *batcher
+	openSession   func() (*session, error) // a scope's session, for caesura.Attach
 
 	seqMu  sync.Mutex
 	seqOID atomic.Uint32 // the sequence's OID once resolved; 0 before
 
-	mu    sync.Mutex
-	pins  map[*pinned]struct{}
-	check *checker // the liveness check, nil while nothing is pinned
+	mu       sync.Mutex
+	sessions map[*session]struct{} // pinned sessions with locks, watched by check
+	check    *checker              // the liveness check, nil while nothing is pinned
 }
 
 // New returns a Locker that takes connections from pool. The pool stays the
 // caller's: close it after the last lock is released.
 //
-// Every held lock pins one connection of the pool (a batch of locks acquired
-// together pins one for all), so the pool's MaxConns must exceed the number of
-// acquisitions held at once, or an acquire waits for a free connection.
+// A scope (a function run by [caesura.Run] or [caesura.Serialize]) pins one
+// connection of the pool for all its locks of this Locker, from its first
+// acquisition until its last lock is released; an acquisition outside any
+// scope pins one of its own (a batch one for all its locks). The pool's
+// MaxConns must exceed the number of scopes and acquisitions outside scopes
+// that hold or wait for locks at once, or an acquire waits for a free
+// connection.
 func New(pool *pgxpool.Pool, opts Options) (*Locker, error) {
 	if pool == nil {
 		return nil, errors.New("pglock: nil pool")
@@ -86,7 +93,7 @@ func New(pool *pgxpool.Pool, opts Options) (*Locker, error) {
 		prefix:        opts.Prefix,
 		checkInterval: opts.CheckInterval,
 		pingInterval:  opts.PingInterval,
-		pins:          make(map[*pinned]struct{}),
+		sessions:      make(map[*session]struct{}),
 	}
 	if l.prefix == "" {
 		l.prefix = DefaultPrefix
@@ -109,13 +116,15 @@ func New(pool *pgxpool.Pool, opts Options) (*Locker, error) {
 	}
 	l.seq = pgx.Identifier(parts).Sanitize()
 	l.batcher = &batcher{l: l}
+	// An empty session: it pins a connection on first use.
+	l.openSession = func() (*session, error) { return &session{l: l}, nil }
 	return l, nil
 }
 
 // Mutex names the exclusive lock name, without acquiring it. Its Key is the
 // Locker's prefix followed by name. The Lock implements [caesura.TryLocker]
-// and [caesura.BatchLock]; its Helds implement [caesura.Fenced] and
-// [caesura.Lossy].
+// and [caesura.BatchLock] (its Batcher is a [caesura.BatchReleaser]); its
+// Helds implement [caesura.Fenced] and [caesura.Lossy].
 func (l *Locker) Mutex(name string) caesura.Lock {
 	key := l.prefix + name
 	return &mutex{l: l, name: name, key: key, id: lockID(key)}
@@ -162,12 +171,18 @@ const (
 	sqlLockBatch = `SELECT nextval($2::oid::regclass), pg_backend_pid(), n FROM (SELECT count(*) AS n FROM (SELECT pg_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS l) AS c`
 	sqlUnlock    = `SELECT pg_advisory_unlock($1), pg_backend_pid()`
 	sqlUnlockAll = `SELECT bool_and(pg_advisory_unlock(k)), pg_backend_pid() FROM unnest($1::bigint[]) AS k`
+	// sqlUnlockGranted unlocks whichever of the ids the session holds,
+	// after a statement that may have taken some of them failed; asking
+	// pg_locks first spares the server's warning for each id not held.
+	sqlUnlockGranted = `SELECT count(pg_advisory_unlock(u.k)), pg_backend_pid() FROM unnest($1::bigint[]) AS u(k)
+WHERE EXISTS (SELECT FROM pg_locks p WHERE p.locktype = 'advisory' AND p.pid = pg_backend_pid() AND p.granted AND p.objsubid = 1
+  AND ((p.classid::bigint << 32) | p.objid::bigint) = u.k)`
 )
 
 // Acquire waits on the server until the lock is granted or ctx is done. It
 // returns an error matching [caesura.ErrNotAcquired] and ctx's error when
 // ctx ended the wait; the server-side wait is cancelled then, and nothing of
-// it stays queued or held.
+// it stays queued or held. Inside a scope it runs on the scope's session.
 func (m *mutex) Acquire(ctx context.Context) (caesura.Held, error) {
 	hs, err := m.l.acquire(ctx, []*mutex{m}, false)
 	if err != nil {
@@ -186,11 +201,15 @@ func (m *mutex) TryAcquire(ctx context.Context) (caesura.Held, error) {
 	return hs[0], nil
 }
 
-// batcher acquires a run of one Locker's locks in one statement.
+// batcher acquires a run of one Locker's locks in one statement, and
+// releases a run of them in one statement.
 type batcher struct{ l *Locker }
 
+var _ caesura.BatchReleaser = (*batcher)(nil)
+
 // AcquireBatch acquires locks, sorted by key, in one statement on one
-// connection, in the order given. On error none is held.
+// connection (the scope's session, inside a scope), in the order given. On
+// error none is held.
 func (b *batcher) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]caesura.Held, error) {
 	ms := make([]*mutex, len(locks))
 	for i, lk := range locks {
@@ -214,8 +233,74 @@ func (b *batcher) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]cae
 	return out, nil
 }
 
-// acquire pins a connection and takes every lock of ms on it in one
-// statement (a try-lock for a single lock when try is set).
+// ReleaseBatch releases helds, which AcquireBatch or a Lock of this Locker
+// returned, with one statement per session they are held on (one, for the
+// Helds of one scope), as Release would each. It tries them all, and joins
+// the errors.
+func (b *batcher) ReleaseBatch(ctx context.Context, helds []caesura.Held) error {
+	var errs []error
+	for i := 0; i < len(helds); {
+		h, ok := helds[i].(*held)
+		if !ok || h.s.l != b.l {
+			var err error
+			if helds[i] == nil {
+				err = errors.New("pglock: release: nil Held")
+			} else {
+				err = helds[i].Release(ctx)
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+			i++
+			continue
+		}
+		// The run of Helds on h's session.
+		s := h.s
+		j := i + 1
+		for j < len(helds) {
+			hj, ok := helds[j].(*held)
+			if !ok || hj.s != s {
+				break
+			}
+			j++
+		}
+		if err := s.releaseRun(ctx, helds[i:j]); err != nil {
+			errs = append(errs, err)
+		}
+		i = j
+	}
+	return errors.Join(errs...)
+}
+
+// releaseRun releases hs, Helds of s, in one statement.
+func (s *session) releaseRun(ctx context.Context, hs []caesura.Held) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	live := make([]*held, 0, len(hs))
+	for _, x := range hs {
+		h := x.(*held)
+		if h.released || h.pending {
+			errs = append(errs, fmt.Errorf("pglock: release %q: %w", h.key, caesura.ErrNotHeld))
+			continue
+		}
+		h.pending = true // finds h given twice
+		live = append(live, h)
+	}
+	for _, h := range live {
+		h.pending = false
+	}
+	if len(live) > 0 {
+		if err := s.releaseLocked(ctx, live); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// acquire takes every lock of ms in one statement (a try-lock for a single
+// lock when try is set): on the session of ctx's scope, or outside a scope
+// on a session of its own.
 func (l *Locker) acquire(ctx context.Context, ms []*mutex, try bool) ([]*held, error) {
 	key := ms[0].key
 	for _, m := range ms {
@@ -226,93 +311,37 @@ func (l *Locker) acquire(ctx context.Context, ms []*mutex, try bool) ([]*held, e
 	if err := ctx.Err(); err != nil {
 		return nil, caesura.NotAcquired(key, err)
 	}
-	c, err := l.pool.Acquire(ctx)
+	s, scoped, err := caesura.Attach(ctx, attachKey{l}, l.openSession, endSession)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, caesura.NotAcquired(key, ctx.Err())
-		}
-		return nil, fmt.Errorf("pglock: acquire %q: connection: %w", key, err)
-	}
-	seqOID, err := l.sequence(ctx, c.Conn())
-	if err != nil {
-		destroy(c)
-		if ctx.Err() != nil {
-			return nil, caesura.NotAcquired(key, ctx.Err())
-		}
-		return nil, fmt.Errorf("pglock: acquire %q: fencing sequence %s: %w", key, l.seq, err)
-	}
-
-	tokens := make([]int64, len(ms))
-	var pid uint32
-	granted := true
-	var interrupted bool
-	switch {
-	case try:
-		interrupted, err = run(ctx, c.Conn().PgConn(), func(qctx context.Context) error {
-			var tok *int64
-			if err := c.Conn().QueryRow(qctx, sqlTryLock, ms[0].id, seqOID).Scan(&tok, &pid); err != nil {
-				return err
-			}
-			if tok == nil {
-				granted = false
-			} else {
-				tokens[0] = *tok
-			}
-			return nil
-		})
-	case len(ms) == 1:
-		interrupted, err = run(ctx, c.Conn().PgConn(), func(qctx context.Context) error {
-			return c.Conn().QueryRow(qctx, sqlLock, ms[0].id, seqOID).Scan(nil, &tokens[0], &pid)
-		})
-	default:
-		ids := make([]int64, len(ms))
-		for i, m := range ms {
-			ids[i] = m.id
-		}
-		interrupted, err = run(ctx, c.Conn().PgConn(), func(qctx context.Context) error {
-			var n int
-			if err := c.Conn().QueryRow(qctx, sqlLockBatch, ids, seqOID).Scan(&tokens[0], &pid, &n); err != nil {
-				return err
-			}
-			if n != len(ms) {
-				return fmt.Errorf("batch statement locked %d keys, want %d", n, len(ms))
-			}
-			for i := range tokens {
-				tokens[i] = tokens[0] // one token, drawn after the last lock
-			}
-			return nil
-		})
-	}
-	if interrupted || err != nil {
-		// A statement that failed or was interrupted may have left some of
-		// its session-level locks granted (they survive a failed
-		// statement), and a late cancel request could hit the next
-		// statement: the locks are freed and the connection is closed.
-		l.discard(c, interrupted)
-		// The sequence may have been dropped and created anew: look its
-		// OID up again next time.
-		l.seqOID.Store(0)
-		if interrupted && ctx.Err() != nil {
-			return nil, caesura.NotAcquired(key, ctx.Err())
-		}
-		if err == nil {
-			err = errors.New("statement interrupted")
-		}
 		return nil, fmt.Errorf("pglock: acquire %q: %w", key, err)
 	}
-	if !granted {
-		c.Release()
-		return nil, fmt.Errorf("pglock: lock %q: %w", key, caesura.ErrNotAcquired)
+	if scoped {
+		if hs, ok, err := s.share(ctx, ms, try); ok {
+			return hs, err
+		}
+		// The scope's session is busy with another acquisition, or
+		// cannot take these locks: one of their own.
 	}
+	s = &session{l: l, solo: true}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acquireLocked(ctx, ms, try)
+}
 
-	p := &pinned{l: l, conn: c, pid: pid, refs: len(ms), ids: make([]int64, len(ms)), helds: make([]*held, len(ms))}
-	for i, m := range ms {
-		p.ids[i] = m.id
-		lost, cancel := context.WithCancelCause(context.Background())
-		p.helds[i] = &held{p: p, key: m.key, token: uint64(tokens[i]), lost: lost, cancelLost: cancel}
+// share acquires ms on the scope's session s, if s can take them now; ok
+// false means it cannot, and nothing was done.
+func (s *session) share(ctx context.Context, ms []*mutex, try bool) (hs []*held, ok bool, err error) {
+	if !s.acquiring.CompareAndSwap(false, true) {
+		return nil, false, nil
 	}
-	l.register(p)
-	return p.helds, nil
+	defer s.acquiring.Store(false)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.usableLocked(ms) {
+		return nil, false, nil
+	}
+	hs, err = s.acquireLocked(ctx, ms, try)
+	return hs, true, err
 }
 
 // sequence returns the OID of the fencing sequence, creating the sequence
@@ -371,15 +400,10 @@ const discardTimeout = 3 * time.Second
 //     late cancel request hit it), then is closed.
 //   - A connection that pgx closed while a statement was running (aborted,
 //     when cancel requests did not stop the statement in time) has a busy
-//     backend: if pg_stat_activity shows it still running that statement,
-//     it is ended with pg_terminate_backend(pid, timeout) from another
-//     connection of the pool, which waits for the backend to exit
-//     (PostgreSQL 14 and later; on older servers the locks are freed when
-//     the backend notices the close).
-func (l *Locker) discard(c *pgxpool.Conn, aborted bool) {
+//     backend, pid: it is terminated (see terminate).
+func (l *Locker) discard(c *pgxpool.Conn, aborted bool, pid uint32) {
 	conn := c.Hijack()
 	pc := conn.PgConn()
-	pid := pc.PID()
 	ctx, cancel := context.WithTimeout(context.Background(), discardTimeout)
 	defer cancel()
 	for range cancelAttempts + 1 {
@@ -391,22 +415,31 @@ func (l *Locker) discard(c *pgxpool.Conn, aborted bool) {
 			_ = conn.Close(ctx)
 			return
 		}
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "57014" { // query_canceled
+		if !isQueryCanceled(err) {
 			break
 		}
 	}
 	_ = conn.Close(ctx)
 	if aborted {
-		// Only a backend still running one of our statements: pid is the
-		// one the connection was given at startup, which a pooler may have
-		// made up, and which the OS may have reused once the backend exited.
-		_, _ = l.pool.Exec(ctx, sqlTerminate, pid, (discardTimeout - time.Second).Milliseconds(), ourStatements)
+		l.terminate(pid)
 	}
+}
+
+// terminate ends backend pid if pg_stat_activity shows it still running one
+// of pglock's statements, with pg_terminate_backend(pid, timeout) from
+// another connection of the pool, which waits for the backend to exit
+// (PostgreSQL 14 and later; on older servers the locks are freed when the
+// backend notices its connection was closed). Only a backend still running
+// one of our statements is ended: pid may be one a pooler made up, or one
+// the OS reused once the backend exited.
+func (l *Locker) terminate(pid uint32) {
+	ctx, cancel := context.WithTimeout(context.Background(), discardTimeout)
+	defer cancel()
+	_, _ = l.pool.Exec(ctx, sqlTerminate, pid, (discardTimeout - time.Second).Milliseconds(), ourStatements)
 }
 
 // sqlTerminate ends a backend that is still busy with one of ourStatements,
 // waiting up to $2 ms for it to exit.
 const sqlTerminate = `SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query = ANY($3)`
 
-var ourStatements = []string{sqlLock, sqlTryLock, sqlLockBatch, sqlUnlock, sqlUnlockAll}
+var ourStatements = []string{sqlLock, sqlTryLock, sqlLockBatch, sqlUnlock, sqlUnlockAll, sqlUnlockGranted}

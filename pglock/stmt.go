@@ -2,6 +2,7 @@ package pglock
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -10,38 +11,61 @@ import (
 // Cancellation of a running statement. pgx's default reaction to a context
 // that ends mid-query is to close the socket; the server does not notice
 // that while its backend waits for an advisory lock, so the wait would stay
-// queued (and the lock would be taken later, by a dead session). run instead
-// sends the server a cancel request, which aborts the wait at once.
+// queued (and the lock would be taken later, by a dead session). Closing
+// would also end the session, and with it every other lock of the scope
+// that shares it. run instead sends the server a cancel request, which
+// aborts the wait at once and leaves the session usable.
 const (
 	cancelAttempts = 6                      // cancel requests sent before giving up
 	cancelWait     = 500 * time.Millisecond // wait for the statement after each
+	cancelTimeout  = time.Second            // bound on one cancel request's round trip
 )
+
+// outcome is what happened to a statement run by run besides its own error.
+type outcome struct {
+	// interrupted: ctx ended during the statement and cancel requests
+	// were sent. Whatever the statement returned, it may have been cut
+	// short after it took some of its locks.
+	interrupted bool
+	// unsettled: a cancel request was not acknowledged by the server (it
+	// failed, or its connection did not close within cancelTimeout), so
+	// it may still reach the session and cancel its next statement. When
+	// every request was acknowledged, the server has signalled the
+	// backend before run returned, and a signal that finds the backend
+	// idle is ignored: the session is safe for the next statement.
+	unsettled bool
+}
 
 // run executes one statement through do, which must use the context it is
 // given. When ctx ends before do returns, run sends cancel requests for the
 // statement (a cancel that arrives before the statement starts is ignored by
 // the server, hence the retries) and, if the statement still runs, cancels
-// do's context, which makes pgx close the connection.
-//
-// interrupted reports that ctx ended during the statement and a cancel was
-// sent: whatever do returned, the connection must not be used again (a late
-// cancel request could hit its next statement): the caller discards it.
-func run(ctx context.Context, pc *pgconn.PgConn, do func(context.Context) error) (interrupted bool, err error) {
+// do's context, which makes pgx close the connection. run returns once every
+// cancel request it sent has returned.
+func run(ctx context.Context, pc *pgconn.PgConn, do func(context.Context) error) (outcome, error) {
 	if ctx.Done() == nil { // never cancelled (context.Background)
-		return false, do(ctx)
+		return outcome{}, do(ctx)
 	}
 	qctx, abort := context.WithCancel(context.WithoutCancel(ctx))
 	defer abort()
 	finished := make(chan struct{})
-	fired := make(chan struct{})
+	fired := make(chan outcome, 1) // the AfterFunc's outcome, once it returns
 	stop := context.AfterFunc(ctx, func() {
-		defer close(fired)
+		out := outcome{interrupted: true}
+		defer func() { fired <- out }()
 		t := time.NewTimer(cancelWait)
 		defer t.Stop()
 		for range cancelAttempts {
-			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			cctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 			err := pc.CancelRequest(cctx)
+			// CancelRequest returns nil even when its wait for the
+			// server's acknowledgement (the server closing the cancel
+			// connection) ran into the deadline.
+			acked := err == nil && cctx.Err() == nil
 			cancel()
+			if !acked {
+				out.unsettled = true
+			}
 			if err != nil {
 				break
 			}
@@ -54,11 +78,20 @@ func run(ctx context.Context, pc *pgconn.PgConn, do func(context.Context) error)
 		}
 		abort()
 	})
-	err = do(qctx)
+	err := do(qctx)
 	close(finished)
 	if !stop() {
-		<-fired
-		return true, err
+		return <-fired, err
 	}
-	return false, err
+	return outcome{}, err
+}
+
+// isQueryCanceled reports whether err is PostgreSQL's query_canceled: a
+// statement stopped by a cancel request (or statement_timeout).
+func isQueryCanceled(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57014"
 }
