@@ -17,10 +17,11 @@ import (
 	"github.com/caesura-go/caesura/redislock"
 )
 
-// backend is one caesura backend under test. To add one (pglock, etcdlock):
-// write a file that adds an entry to backends in an init function, with a
-// start that brings up what the workers need (a server of the test's own, or
-// a skip with a clear message) and an open that a worker process calls.
+// backend is one caesura backend under test. To add one (as pglock and
+// etcdlock are, in backends_pg_test.go and backends_etcd_test.go): write a
+// file that adds an entry to backends in an init function, with a start that
+// brings up what the workers need (a server of the test's own, or a skip
+// with a clear message) and an open that a worker process calls.
 type backend struct {
 	name string
 	// lossy is true when a held lock can be lost (a lease expires, a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -19,11 +20,14 @@ type opRec struct {
 	invoke, acquired, write, release int64
 	end                              int64 // ok or fail
 	lostAt                           int64 // the context was cancelled for a lost lock
+	rejectedAt                       int64 // the store refused its token
 	tok                              uint64
 	read, val                        int64
 	ok, failed, lockLost, rejected   bool
-	restarts                         int  // transfers
-	descending                       bool // transfers
+	restarts                         int      // transfers
+	descending                       bool     // transfers
+	accts                            []int    // transfers: the accounts whose locks it held
+	toks                             []uint64 // transfers: their tokens, in the same order
 }
 
 // readHistories parses history files. A line cut short by a kill is
@@ -54,6 +58,7 @@ func readHistories(files []string) (map[opKey]*opRec, int, error) {
 				o.invoke = e.T
 			case evAcquired:
 				o.acquired, o.tok = e.T, e.Tok
+				o.accts, o.toks = e.Accts, e.Toks
 			case evWrite:
 				o.write, o.read, o.val = e.T, e.Read, e.Val
 			case evRelease:
@@ -63,7 +68,9 @@ func readHistories(files []string) (map[opKey]*opRec, int, error) {
 					o.lostAt = e.T
 				}
 			case evRejected:
-				o.rejected = true
+				if !o.rejected {
+					o.rejected, o.rejectedAt = true, e.T
+				}
 			case evRestart:
 				o.restarts++
 			case evDescend:
@@ -131,14 +138,44 @@ type result struct {
 	LossAfterTakeover  int             // ... told only after (the drift margin was not enough)
 	PartitionUntold    int             // partitioned holders never told of a loss
 	UntoldFailed       int             // of those, Run returned an error (the release, cut off too, failed)
+	UntoldOvertaken    int             // of those, another process acquired the lock before their Run returned
 
-	Linearizable     string // porcupine's verdict on the lock's history (Ok, Illegal, Unknown), "" if not checked
+	Linearizable     string // porcupine's verdict on the locks' histories (Ok, Illegal, Unknown: the worst of them), "" if not checked
 	LinIndeterminate int    // sections whose release the checker had to leave open
+	LinLocks         int    // lock histories checked (1 for the register, one per account for transfers)
+	LinOk            int    // of those, found linearizable
+
+	// Forced, per fault kind that can end a holder's session from outside
+	// (expire, reset, server), what became of the holders it caught.
+	Forced map[string]*forced
+	// Bound is how long after a forced expiry a holder may go on without
+	// being told: the backend's detection bound, the grace and twice the
+	// hiccup.
+	Bound time.Duration
+
+	PauseFor time.Duration // how long SIGSTOPs and partitions lasted
+}
+
+// forced is what became of the holders caught by the faults of one kind
+// that can end a session from outside.
+type forced struct {
+	Caught         int             // holders inside their critical section when the fault hit
+	Told           int             // of those, told of the loss (context cancelled with ErrLockLost)
+	ToldFirst      int             // told before another process acquired the lock
+	ToldAfter      int             // told only after another process acquired it
+	EndedFirst     int             // not told: the function had ended (or was refused by the store) within the bound
+	Untold         int             // not told although the function ran on past the bound
+	Killed         int             // the worker died before its function ended (indeterminate)
+	CompletedAfter int             // Run returned nil though the session was gone before its release
+	Detect         []time.Duration // fault -> the holder's context cancelled
+	Takeover       []time.Duration // fault -> the next acquisition by another process
 }
 
 // withoutFencing reports whether lost updates are possible by design: a
-// lease backend with storage that does not check tokens.
-func (r *result) withoutFencing() bool { return r.Lossy && !r.Fenced }
+// lease backend with storage that does not check tokens. A backend whose
+// locks can be lost but have no lease (pglock: a session lock) keeps a
+// paused holder's lock, so it must lose nothing in these scenarios.
+func (r *result) withoutFencing() bool { return r.Lossy && r.Lease > 0 && !r.Fenced }
 
 func (r *result) violations() int64 {
 	return r.LostUpdates + r.Phantom + r.Drift + int64(r.Overlaps+r.TokenOrder)
@@ -149,7 +186,10 @@ func (r *result) violations() int64 {
 func (r *result) unfencedViolations() int64 { return r.LostUpdates + r.Drift }
 
 func (r *result) summary() string {
-	s := r.summary1() + fmt.Sprintf("; workers ready after %v, worst hiccup %v", r.StartWait.Round(time.Millisecond), r.Hiccup.Round(time.Millisecond))
+	s := r.summary1() + fmt.Sprintf("; lock histories checked %d (%d Ok); workers ready after %v, worst hiccup %v", r.LinLocks, r.LinOk, r.StartWait.Round(time.Millisecond), r.Hiccup.Round(time.Millisecond))
+	if f := r.forcedSummary(); f != "" {
+		s += "; sessions ended from outside: " + f
+	}
 	if r.Transfers {
 		s = fmt.Sprintf("%s; balance total %d, want %d; %d transfers yielded a lower key second, %d restarts", s, r.Total, r.TotalWant, r.Descending, r.Restarts)
 	}
@@ -163,6 +203,21 @@ func (r *result) summary1() string {
 		r.StaleReads, r.StaleAttempted, r.StaleAccepted,
 		pct(r.Takeover, 50), pct(r.Takeover, 100), len(r.Takeover), pct(r.PauseTakeover, 50), pct(r.PauseTakeover, 100),
 		pct(r.Detect, 50), pct(r.Detect, 100), len(r.Detect), r.PausedHolders, durs(r.Recovery["server"]), durs(r.Recovery["sever"]), durs(r.Recovery["delay"]), durs(r.Recovery["reset"]), r.PerSlot, r.AcquiredPerSlot, r.Linearizable, r.LinIndeterminate, r.Partitioned, durs(r.PartitionDetect), durs(r.PartitionTakeover), r.LossBeforeTakeover, r.LossAfterTakeover)
+}
+
+// forcedSummary describes what became of the holders caught by the faults
+// that can end a session from outside, "" if none caught one.
+func (r *result) forcedSummary() string {
+	var parts []string
+	for _, k := range []string{"expire", "reset", "server"} {
+		f := r.Forced[k]
+		if f == nil {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s: %d holders caught, %d told after %s (before another process acquired: %d, after: %d), %d ended first, %d untold past %v, %d killed, %d released after the fault with Run returning nil; taken over after %s",
+			faultName[k], f.Caught, f.Told, durs(f.Detect), f.ToldFirst, f.ToldAfter, f.EndedFirst, f.Untold, r.Bound.Round(time.Millisecond), f.Killed, f.CompletedAfter, durs(f.Takeover)))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // check judges a run's histories, faults and final register value.
@@ -233,18 +288,21 @@ func check(ops map[opKey]*opRec, faults []fault, final int64, transfers bool) *r
 
 	// Mutual exclusion among completed critical sections: their recorded
 	// intervals lie inside the real holds, so any overlap is a real one.
-	slices.SortFunc(done, func(a, b *opRec) int { return cmpInt(a.acquired, b.acquired) })
-	var maxRelease int64
-	var prevTok uint64
-	for i, o := range done {
-		if i > 0 && o.acquired < maxRelease {
-			r.Overlaps++
+	// Transfers: per account lock, with that lock's token.
+	if transfers {
+		for _, sub := range perLock(ops) {
+			var done []*opRec
+			for _, o := range sub {
+				if o.ok && o.acquired != 0 && o.release != 0 {
+					done = append(done, o)
+				}
+			}
+			ov, to := exclusion(done)
+			r.Overlaps += ov
+			r.TokenOrder += to
 		}
-		if i > 0 && o.tok <= prevTok {
-			r.TokenOrder++
-		}
-		maxRelease = max(maxRelease, o.release)
-		prevTok = o.tok
+	} else {
+		r.Overlaps, r.TokenOrder = exclusion(done)
 	}
 
 	// Liveness and detection, per fault.
@@ -288,6 +346,9 @@ func check(ops map[opKey]*opRec, faults []fault, final int64, transfers bool) *r
 				if victim.failed {
 					r.UntoldFailed++
 				}
+				if next > 0 && (victim.end == 0 || next < victim.end) {
+					r.UntoldOvertaken++
+				}
 			}
 			if victim.lostAt > f.t {
 				r.PartitionDetect = append(r.PartitionDetect, time.Duration(victim.lostAt-f.t))
@@ -313,6 +374,127 @@ func check(ops map[opKey]*opRec, faults []fault, final int64, transfers bool) *r
 		}
 	}
 	return r
+}
+
+// exclusion counts the completed critical sections of one lock that
+// overlap an earlier one, and those whose token is not above the one
+// before.
+func exclusion(done []*opRec) (overlaps, tokenOrder int) {
+	slices.SortFunc(done, func(a, b *opRec) int { return cmpInt(a.acquired, b.acquired) })
+	var maxRelease int64
+	var prevTok uint64
+	for i, o := range done {
+		if i > 0 && o.acquired < maxRelease {
+			overlaps++
+		}
+		if i > 0 && o.tok <= prevTok {
+			tokenOrder++
+		}
+		maxRelease = max(maxRelease, o.release)
+		prevTok = o.tok
+	}
+	return overlaps, tokenOrder
+}
+
+// perLock splits a transfers history by account lock: for each account,
+// the critical sections that held its lock, each with that lock's token.
+func perLock(ops map[opKey]*opRec) map[int]map[opKey]*opRec {
+	by := map[int]map[opKey]*opRec{}
+	for k, o := range ops {
+		for i, a := range o.accts {
+			if by[a] == nil {
+				by[a] = map[opKey]*opRec{}
+			}
+			c := *o
+			if i < len(o.toks) {
+				c.tok = o.toks[i]
+			}
+			by[a][k] = &c
+		}
+	}
+	return by
+}
+
+// checkForced judges, for the faults that can end a holder's session from
+// outside (a forced expiry, a reset, a server crash), whether each holder
+// they caught was told, and whether a Run whose session was gone before its
+// release returned nil. bound is how long a holder may go on untold.
+func checkForced(r *result, ops map[opKey]*opRec, faults []fault, bound time.Duration) {
+	r.Bound = bound
+	for _, f := range faults {
+		if f.kind != "expire" && f.kind != "reset" && f.kind != "server" {
+			continue
+		}
+		var victims []*opRec
+		if f.slot < 0 {
+			victims = holdingAll(ops, f)
+		} else if v := holding(ops, f); v != nil {
+			victims = append(victims, v)
+		}
+		if len(victims) == 0 {
+			continue
+		}
+		if r.Forced == nil {
+			r.Forced = map[string]*forced{}
+		}
+		st := r.Forced[f.kind]
+		if st == nil {
+			st = &forced{}
+			r.Forced[f.kind] = st
+		}
+		var next int64
+		if f.slot >= 0 {
+			next = nextAcquired(ops, f)
+			if next > 0 {
+				st.Takeover = append(st.Takeover, time.Duration(next-f.t))
+			}
+		}
+		for _, v := range victims {
+			st.Caught++
+			// When the function ended: its release event (it returned
+			// nil), the store's refusal, or the end of Run.
+			fnEnd := v.release
+			if fnEnd == 0 {
+				fnEnd = v.rejectedAt
+			}
+			if fnEnd == 0 {
+				fnEnd = v.end
+			}
+			switch {
+			case v.lostAt != 0:
+				st.Told++
+				if v.lostAt >= f.t {
+					st.Detect = append(st.Detect, time.Duration(v.lostAt-f.t))
+				}
+				if next > 0 && v.lostAt <= next {
+					st.ToldFirst++
+				} else if next > 0 {
+					st.ToldAfter++
+				}
+			case fnEnd == 0:
+				st.Killed++
+			case fnEnd > f.t+int64(bound):
+				st.Untold++
+			default:
+				st.EndedFirst++
+			}
+			if v.ok && v.release > f.end {
+				st.CompletedAfter++
+			}
+		}
+	}
+}
+
+// holdingAll returns every critical section under way when a server fault
+// hit.
+func holdingAll(ops map[opKey]*opRec, f fault) []*opRec {
+	var out []*opRec
+	for _, o := range ops {
+		if o.acquired != 0 && o.acquired <= f.t && (o.end == 0 || o.end > f.t) && (o.release == 0 || o.release > f.t) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // holding returns the victim's critical section that was under way when the

@@ -120,6 +120,19 @@ func TestChecker(t *testing.T) {
 			return r.violations() == 0 && r.LockLost == 1 && len(r.Detect) == 1 && r.Detect[0] == time.Millisecond &&
 				len(r.PauseTakeover) == 1 && r.PauseTakeover[0] == 4*time.Millisecond
 		},
+	}, {
+		name: "partitioned holder overtaken, never told",
+		why:  "partition at 12ms; another process acquired at 20ms; the holder's Run failed at 40ms without a loss signal",
+		evs: cat([]event{
+			{T: 9 * ms, Slot: 0, Op: 0, Kind: evInvoke}, {T: 10 * ms, Slot: 0, Op: 0, Kind: evAcquired, Tok: 1},
+			{T: 40 * ms, Slot: 0, Op: 0, Kind: evFail},
+		}, section(1, 0, 20, 5, 2, 0)),
+		faults: []fault{{kind: "partition", t: 12 * ms, end: 30 * ms, slot: 0}},
+		final:  1,
+		want: func(r *result) bool {
+			return r.violations() == 0 && r.Partitioned == 1 && r.PartitionUntold == 1 && r.UntoldFailed == 1 && r.UntoldOvertaken == 1 &&
+				len(r.PartitionTakeover) == 1 && r.PartitionTakeover[0] == 8*time.Millisecond
+		},
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -136,6 +149,118 @@ func TestChecker(t *testing.T) {
 			}
 			if got, _ := checkMutex(ops, 10*time.Second); got != want {
 				t.Errorf("porcupine: got %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// transferSection returns the events of a transfer by slot w, op n, that
+// held accounts a and b (tokens ta, tb) from t to t+d (ms).
+func transferSection(w, n int, t, d int64, a, b int, ta, tb uint64) []event {
+	ms := int64(time.Millisecond)
+	return []event{
+		{T: (t - 1) * ms, Slot: w, Op: n, Kind: evInvoke},
+		{T: t * ms, Slot: w, Op: n, Kind: evAcquired, Tok: ta, Accts: []int{a, b}, Toks: []uint64{ta, tb}},
+		{T: (t + d - 1) * ms, Slot: w, Op: n, Kind: evWrite, Tok: ta},
+		{T: (t + d) * ms, Slot: w, Op: n, Kind: evRelease},
+		{T: (t + d + 1) * ms, Slot: w, Op: n, Kind: evOK},
+	}
+}
+
+// TestCheckerTransfers: the transfers workload is checked per account lock
+// (mutual exclusion, token order, porcupine), so a violation on one account
+// is found even though the sections hold different pairs.
+func TestCheckerTransfers(t *testing.T) {
+	cases := []struct {
+		name         string
+		evs          []event
+		overlaps     int
+		tokenOrder   int
+		lin          porcupine.CheckResult
+		locks, linOk int
+	}{{
+		name: "disjoint accounts at once, then shared in turn",
+		evs: cat(transferSection(0, 0, 10, 10, 0, 1, 1, 1), transferSection(1, 0, 12, 10, 2, 3, 2, 2),
+			transferSection(2, 0, 30, 5, 1, 2, 3, 4)),
+		lin: porcupine.Ok, locks: 4, linOk: 4,
+	}, {
+		name: "account 2 held by two sections at once",
+		evs:  cat(transferSection(0, 0, 10, 10, 0, 2, 1, 1), transferSection(1, 0, 15, 10, 2, 3, 2, 2)),
+		// Two sections overlap in time on account 2 only.
+		overlaps: 1, lin: porcupine.Illegal, locks: 3, linOk: 2,
+	}, {
+		name: "account 1's token goes back",
+		evs:  cat(transferSection(0, 0, 10, 5, 1, 0, 7, 7), transferSection(1, 0, 20, 5, 1, 3, 6, 8)),
+		// Account 1: 7 then 6; accounts 0 and 3 are held once each.
+		tokenOrder: 1, lin: porcupine.Ok, locks: 3, linOk: 3,
+	}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ops := histories(t, c.evs)
+			r := check(ops, nil, 0, true)
+			if r.Overlaps != c.overlaps || r.TokenOrder != c.tokenOrder {
+				t.Errorf("overlaps %d, token order %d; want %d, %d", r.Overlaps, r.TokenOrder, c.overlaps, c.tokenOrder)
+			}
+			lin, _, locks, ok := checkLocks(ops, true, 10*time.Second)
+			if lin != string(c.lin) || locks != c.locks || ok != c.linOk {
+				t.Errorf("porcupine: %s, %d of %d lock histories Ok; want %s, %d of %d", lin, ok, locks, c.lin, c.linOk, c.locks)
+			}
+		})
+	}
+}
+
+// TestCheckerForced: what became of holders whose session was ended from
+// outside is classified, and the two failures (a holder never told, a Run
+// that returned nil after its session ended) are found.
+func TestCheckerForced(t *testing.T) {
+	ms := int64(time.Millisecond)
+	bound := 100 * time.Millisecond
+	held := func(w int, t0 int64, rest ...event) []event {
+		return append([]event{
+			{T: (t0 - 1) * ms, Slot: w, Op: 0, Kind: evInvoke},
+			{T: t0 * ms, Slot: w, Op: 0, Kind: evAcquired, Tok: 1},
+		}, rest...)
+	}
+	cases := []struct {
+		name string
+		evs  []event
+		want forced
+	}{{
+		name: "told",
+		evs: cat(held(0, 10, event{T: 40 * ms, Slot: 0, Kind: evLost}, event{T: 41 * ms, Slot: 0, Kind: evFail, Lost: true}),
+			section(1, 0, 25, 5, 2, 0)),
+		want: forced{Caught: 1, Told: 1, ToldAfter: 1},
+	}, {
+		name: "never told, went on past the bound",
+		evs:  held(0, 10, event{T: 300 * ms, Slot: 0, Kind: evFail}),
+		want: forced{Caught: 1, Untold: 1},
+	}, {
+		name: "ended before it could be told",
+		evs:  held(0, 10, event{T: 50 * ms, Slot: 0, Kind: evFail}),
+		want: forced{Caught: 1, EndedFirst: 1},
+	}, {
+		name: "Run returned nil after the session ended",
+		evs:  held(0, 10, event{T: 60 * ms, Slot: 0, Kind: evRelease}, event{T: 61 * ms, Slot: 0, Kind: evOK}),
+		want: forced{Caught: 1, EndedFirst: 1, CompletedAfter: 1},
+	}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ops := histories(t, c.evs)
+			faults := []fault{{kind: "expire", t: 20 * ms, end: 22 * ms, slot: 0}}
+			r := check(ops, faults, 0, false)
+			checkForced(r, ops, faults, bound)
+			f := r.Forced["expire"]
+			if f == nil {
+				t.Fatal("no holder caught")
+			}
+			got := *f
+			got.Detect, got.Takeover = nil, nil
+			if got.Caught != c.want.Caught || got.Told != c.want.Told || got.ToldFirst != c.want.ToldFirst || got.ToldAfter != c.want.ToldAfter ||
+				got.EndedFirst != c.want.EndedFirst || got.Untold != c.want.Untold || got.CompletedAfter != c.want.CompletedAfter {
+				t.Errorf("got %+v, want %+v", got, c.want)
+			}
+			if c.want.Told == 1 && (len(f.Detect) != 1 || f.Detect[0] != 20*time.Millisecond) {
+				t.Errorf("detection %v, want [20ms] (fault at 20ms, loss seen at 40ms)", f.Detect)
 			}
 		})
 	}

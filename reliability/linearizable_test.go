@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -81,4 +82,31 @@ func mutexHistory(ops map[opKey]*opRec) (hist []porcupine.Operation, indetermina
 func checkMutex(ops map[opKey]*opRec, timeout time.Duration) (porcupine.CheckResult, int) {
 	hist, ind := mutexHistory(ops)
 	return porcupine.CheckOperationsTimeout(mutexModel, hist, timeout), ind
+}
+
+// checkLocks checks the history of every lock of a run against mutexModel:
+// the register's one lock, or each account's lock for transfers (each
+// critical section holds two: it is in the history of both). It returns the
+// worst verdict (Illegal, then Unknown, then Ok), the sections left
+// indeterminate, the number of lock histories checked and how many of them
+// were found linearizable.
+func checkLocks(ops map[opKey]*opRec, transfers bool, timeout time.Duration) (verdict string, indeterminate, locks, ok int) {
+	by := map[int]map[opKey]*opRec{0: ops}
+	if transfers {
+		by = perLock(ops)
+	}
+	worst := porcupine.Ok
+	for _, a := range slices.Sorted(maps.Keys(by)) {
+		res, ind := checkMutex(by[a], timeout)
+		indeterminate += ind
+		switch {
+		case res == porcupine.Ok:
+			ok++
+		case res == porcupine.Illegal:
+			worst = porcupine.Illegal
+		case res == porcupine.Unknown && worst == porcupine.Ok:
+			worst = porcupine.Unknown
+		}
+	}
+	return string(worst), indeterminate, len(by), ok
 }

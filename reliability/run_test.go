@@ -3,6 +3,7 @@ package reliability
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -35,7 +36,9 @@ type scenario struct {
 	// "partition" (the holder's connections to the server blackholed for
 	// 2×lease through a proxy; only backends with an addrKey), "delay"
 	// (the same connections slowed by lease/2 per chunk for 2×lease),
-	// "reset" (the same connections reset).
+	// "reset" (the same connections reset), "expire" (the holder's session
+	// ended from outside: pg_terminate_backend, an etcd lease revoked; only
+	// backends with an expire).
 	nemeses []string
 	// long makes each critical section last 4/3 of the lease (the
 	// default pause otherwise), so that the lease must be renewed inside it.
@@ -43,6 +46,10 @@ type scenario struct {
 	// persistent runs the scenario against a second server of the backend
 	// that keeps its data across a crash (backends with persistent only).
 	persistent bool
+	// watchful makes the holder wait inside its critical section (up to
+	// watchPause) on its context, as a holder that checks it should: a
+	// holder told of a loss ends its section at once.
+	watchful bool
 }
 
 // scenarios run on every backend, in this order.
@@ -58,7 +65,9 @@ var scenarios = []scenario{
 	{name: "fenced-store/server-crash+client-kill", register: "store", fenced: true, nemeses: []string{"server", "sever"},
 		why: "register in the fenced store, fencing on; kill -9 of the backend's server, restarted empty (no persistence: every lock and fencing counter is forgotten), and every client connection killed (Redis: CLIENT KILL)"},
 	{name: "fenced-store/server-crash-persistent", register: "store", fenced: true, nemeses: []string{"server"}, persistent: true,
-		why: "the same server crashes against a server that persists every write before replying (Redis: appendonly, appendfsync always): locks and fencing counters survive the restart"},
+		why: "the same server crashes against a server that keeps its data across the crash. Redis: appendonly, appendfsync always, so locks and fencing counters survive the restart. PostgreSQL: a private instance of the suite's own on an ephemeral port (the shared server on 5432 is never restarted), kill -9 of the postmaster and every backend, restarted on its data directory with crash recovery; advisory locks die with their sessions, the fencing sequence survives in the WAL. etcd: the single member killed (kill -9) and restarted on its data directory and port; leases and revisions survive"},
+	{name: "fenced-store/session-expiry", register: "store", fenced: true, nemeses: []string{"expire"}, watchful: true,
+		why: "register in the fenced store, fencing on; the holder's session ended from outside while it works in a critical section of up to " + watchPause.String() + " that watches its context (PostgreSQL: pg_terminate_backend of the backend holding the advisory lock; etcd: the holder's lease revoked): the holder must be told (its context cancelled with ErrLockLost), and no Run whose lock was gone before its release may return nil"},
 	{name: "fenced-store/network", register: "store", fenced: true, nemeses: []string{"partition", "delay", "reset"}, long: true,
 		why: "register in the fenced store, fencing on, critical sections longer than the lease (so it must be renewed inside them); through a proxy per worker, the holder's connections to the server blackholed for 2×lease then healed, delayed by lease/2 per chunk for 2×lease, or reset (TCP RST)"},
 }
@@ -74,6 +83,9 @@ const (
 	// down its memory (the race detector's shadow included): up to 400ms
 	// was seen on a busy 2-CPU machine.
 	grace = time.Second
+	// watchPause is the critical section of a watchful holder: long, so
+	// that one not told of a loss would be seen still working.
+	watchPause = 3 * time.Second
 )
 
 // runDuration is the length of each of n scenarios: CAESURA_SOAK shared
@@ -150,6 +162,7 @@ type cluster struct {
 func (c *cluster) start(slot, inc int) (*proc, error) {
 	s := c.spec
 	s.Slot, s.Inc = slot, inc
+	s.Holder = fmt.Sprintf("%s-%d", c.spec.Holder, slot)
 	if c.proxies != nil {
 		s.Config = maps.Clone(s.Config)
 		s.Config[c.addrKey] = c.proxies[slot].addr()
@@ -196,21 +209,37 @@ func (c *cluster) supervise(slot int) {
 	}
 }
 
-// holder returns the worker process that names itself in the holder file
-// (it writes its pid when it has acquired, and 0 as it leaves its critical
-// section), if it is still running.
+// holder returns the worker process inside its critical section, if one
+// is running: each worker names itself in its slot's holder file (its pid
+// and when it acquired) while it holds the lock, and clears it as it leaves.
+// On a backend whose locks can be lost, a paused or cut-off holder may still
+// name itself after another process acquired: the latest acquisition is the
+// holder.
 func (c *cluster) holder() *proc {
-	b, err := os.ReadFile(c.spec.Holder)
-	if err != nil {
-		return nil
+	var best *proc
+	var bestAt int64
+	for slot := range workers {
+		b, err := os.ReadFile(fmt.Sprintf("%s-%d", c.spec.Holder, slot))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) != 2 {
+			continue
+		}
+		pid, err1 := strconv.Atoi(f[0])
+		at, err2 := strconv.ParseInt(f[1], 10, 64)
+		if err1 != nil || err2 != nil || pid == 0 || at <= bestAt {
+			continue
+		}
+		c.mu.Lock()
+		p := c.byPID[pid]
+		c.mu.Unlock()
+		if p != nil {
+			best, bestAt = p, at
+		}
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.byPID[pid]
+	return best
 }
 
 // all returns the running workers.
@@ -228,10 +257,7 @@ func (c *cluster) all() []*proc {
 // them. Every stopped process is continued before it returns.
 func (c *cluster) nemesis(kinds []string, e *env) []fault {
 	lease := e.lease
-	stopFor := 300 * time.Millisecond
-	if lease > 0 {
-		stopFor = 2 * lease
-	}
+	stopFor := e.pauseFor()
 	const every = 250 * time.Millisecond
 	var faults []fault
 	for i := 0; ; {
@@ -241,7 +267,7 @@ func (c *cluster) nemesis(kinds []string, e *env) []fault {
 		switch kind {
 		case "stop", "partition", "delay":
 			need += stopFor
-		case "kill", "server", "sever", "reset":
+		case "kill", "server", "sever", "reset", "expire":
 			need += lease + grace // time for the takeover to show
 		}
 		if time.Until(time.Unix(0, c.deadline.Load())) < need {
@@ -304,6 +330,19 @@ func (c *cluster) nemesis(kinds []string, e *env) []fault {
 			c.proxies[p.slot].reset()
 			faults = append(faults, fault{kind: kind, t: t0, end: t0, slot: p.slot, inc: p.inc})
 			i++
+		case "expire":
+			t0 := time.Now().UnixNano()
+			err := e.expire(c.spec.Lock)
+			t1 := time.Now().UnixNano()
+			if errors.Is(err, errNoHolder) {
+				continue // released meanwhile
+			}
+			if err != nil {
+				c.t.Errorf("nemesis expire: %v", err)
+				return faults
+			}
+			faults = append(faults, fault{kind: kind, t: t0, end: t1, slot: p.slot, inc: p.inc})
+			i++
 		case "stop":
 			t0 := time.Now().UnixNano()
 			if p.cmd.Process.Signal(syscall.SIGSTOP) != nil {
@@ -335,6 +374,38 @@ type env struct {
 	// addrKey, if set, names the server address in cfg: the partition
 	// nemesis puts a proxy of its own in front of it for each worker.
 	addrKey string
+	// expire, if set, ends the session of lock's holder from outside
+	// (pg_terminate_backend, an etcd lease revoked), and returns once it
+	// has ended; errNoHolder if nobody held lock.
+	expire func(lock string) error
+	// detect bounds the time from a forced expiry to the holder's context
+	// cancellation (before the machine's load and the grace are added).
+	detect time.Duration
+	// stopFor, if set, is how long SIGSTOP and partitions last; 2×lease
+	// otherwise, or 300ms without a lease.
+	stopFor time.Duration
+	// hold, if set, is the critical section of the long scenarios on a
+	// backend without a lease (4/3 of the lease otherwise).
+	hold time.Duration
+	// minRun, if set, is the shortest run of a scenario (a long lease
+	// needs longer runs for its faults to fit).
+	minRun time.Duration
+	// missing says, per nemesis kind, why the backend does not offer it
+	// (for the report's list of scenarios not run).
+	missing map[string]string
+}
+
+// errNoHolder is an expire's answer when nobody held the lock.
+var errNoHolder = errors.New("no holder")
+
+func (e *env) pauseFor() time.Duration {
+	switch {
+	case e.stopFor > 0:
+		return e.stopFor
+	case e.lease > 0:
+		return 2 * e.lease
+	}
+	return 300 * time.Millisecond
 }
 
 // runScenario runs sc on e for d, checks it and returns the result.
@@ -356,7 +427,12 @@ func runScenario(t *testing.T, e *env, sc scenario, d time.Duration) *result {
 	if sc.transfers {
 		spec.Workload, spec.Accounts = "transfers", accounts
 	}
-	if sc.long && e.lease > 0 {
+	switch {
+	case sc.watchful:
+		spec.Pause, spec.Watch = watchPause, true
+	case sc.long && e.hold > 0:
+		spec.Pause = e.hold
+	case sc.long && e.lease > 0:
 		spec.Pause = e.lease * 4 / 3
 	}
 	if sc.register == "store" {
@@ -438,10 +514,10 @@ func runScenario(t *testing.T, e *env, sc scenario, d time.Duration) *result {
 		final = v
 	}
 	r := check(ops, faults, final, sc.transfers)
-	if !sc.transfers { // one lock: its history against a mutex model
-		res, ind := checkMutex(ops, 20*time.Second)
-		r.Linearizable, r.LinIndeterminate = string(res), ind
-	}
+	// Every lock's history against a mutex model: one lock for the
+	// register, one per account for transfers.
+	r.Linearizable, r.LinIndeterminate, r.LinLocks, r.LinOk = checkLocks(ops, sc.transfers, 20*time.Second)
+	checkForced(r, ops, faults, e.detect+grace+2*r0hiccup)
 	if sc.transfers {
 		r.TotalWant = int64(accounts * balance)
 		for i := range accounts {
@@ -456,6 +532,7 @@ func runScenario(t *testing.T, e *env, sc scenario, d time.Duration) *result {
 	r.Lease, r.Renew = e.lease, e.renew
 	r.Hiccup = r0hiccup
 	r.StartWait = began.Sub(startWait)
+	r.PauseFor = e.pauseFor()
 	if st != nil {
 		r.StaleReads, r.StaleAttempted, r.StaleAccepted = st.counts()
 	}
@@ -481,6 +558,23 @@ func judge(t *testing.T, r *result, deadline time.Time) {
 	}
 	if r.StaleAccepted > 0 && r.Fenced {
 		t.Errorf("fenced store accepted %d stale writes, want 0", r.StaleAccepted)
+	}
+	if f := r.Forced["expire"]; f != nil {
+		if f.Untold > 0 {
+			t.Errorf("forced expiry: %d holders were still in their critical section %v after their session was ended and were never told (context not cancelled with ErrLockLost)", f.Untold, r.Bound)
+		}
+		if f.CompletedAfter > 0 {
+			t.Errorf("forced expiry: %d critical sections whose session was ended before their release returned nil from Run, want an error", f.CompletedAfter)
+		}
+	}
+	// Where the lock is its connection's session (no lease to outlive it),
+	// a reset connection or a crashed server ends the session too.
+	if r.Lossy && r.Lease == 0 {
+		for _, k := range []string{"reset", "server"} {
+			if f := r.Forced[k]; f != nil && f.CompletedAfter > 0 {
+				t.Errorf("%s: %d critical sections whose session had ended before their release returned nil from Run, want an error", faultName[k], f.CompletedAfter)
+			}
+		}
 	}
 	switch {
 	case r.withoutFencing():
@@ -529,32 +623,108 @@ func record(r *result) {
 
 // runBackend starts backend name and runs every scenario on it.
 func runBackend(t *testing.T, name string) {
+	defer func() {
+		if t.Skipped() {
+			recordNotRun(name, "every scenario", skipReason(t))
+		}
+	}()
 	b := backends[name]
 	e := b.start(t)
 	e.b = b
 	var run []scenario
 	for _, sc := range scenarios {
-		if slices.Contains(sc.nemeses, "server") && e.crash == nil || slices.Contains(sc.nemeses, "sever") && e.sever == nil ||
-			proxied(sc) && e.addrKey == "" || sc.long && e.lease == 0 || sc.persistent && b.persistent == nil {
-			continue // the backend has no server for this fault
+		if why := missing(sc, e, b); why != "" {
+			recordNotRun(name, sc.name, why)
+			continue
 		}
 		run = append(run, sc)
 	}
-	d := runDuration(t, len(run))
+	d := max(runDuration(t, len(run)), e.minRun)
 	for _, sc := range run {
 		t.Run(sc.name, func(t *testing.T) {
+			defer func() {
+				if t.Skipped() {
+					recordNotRun(name, sc.name, skipReason(t))
+				}
+			}()
 			e := e
 			if sc.persistent {
 				e = b.persistent(t)
 				e.b = b
 			}
 			d := d
-			if sc.long {
+			if sc.long || sc.watchful {
 				d = d * 3 / 2 // fewer, longer critical sections: more time for the faults
 			}
 			record(runScenario(t, e, sc, d))
 		})
 	}
+}
+
+// missing returns why backend b (started as e) cannot run sc, or "".
+func missing(sc scenario, e *env, b *backend) string {
+	why := func(kind, def string) string {
+		if s := e.missing[kind]; s != "" {
+			return s
+		}
+		return def
+	}
+	if sc.persistent {
+		if b.persistent == nil {
+			return why("persistent", "the backend has no server that keeps its data across a crash")
+		}
+	} else if slices.Contains(sc.nemeses, "server") && e.crash == nil {
+		return why("server", "the backend has no server the suite can crash")
+	}
+	switch {
+	case slices.Contains(sc.nemeses, "sever") && e.sever == nil:
+		return why("sever", "the backend has no command that drops every client connection")
+	case slices.Contains(sc.nemeses, "expire") && e.expire == nil:
+		return why("expire", "no forced session expiry for this backend in the suite")
+	case proxied(sc) && e.addrKey == "":
+		return why("partition", "the backend has no network connection to cut")
+	case sc.long && e.lease == 0 && e.hold == 0:
+		return why("long", "the backend has no lease to renew inside a long critical section")
+	}
+	return ""
+}
+
+// notRun lists the scenarios a backend did not run, and why.
+var notRun struct {
+	mu   sync.Mutex
+	all  []notRunRec
+	skip map[string]string // test name -> the reason given to skipScenario
+}
+
+type notRunRec struct{ backend, scenario, why string }
+
+func recordNotRun(backend, scenario, why string) {
+	notRun.mu.Lock()
+	defer notRun.mu.Unlock()
+	notRun.all = append(notRun.all, notRunRec{backend, scenario, why})
+}
+
+// skipScenario skips t with why, which the report lists among the
+// scenarios not run. It is for a prerequisite the machine lacks (a failure
+// to start what is there is a failure).
+func skipScenario(t *testing.T, why string) {
+	t.Helper()
+	notRun.mu.Lock()
+	if notRun.skip == nil {
+		notRun.skip = map[string]string{}
+	}
+	notRun.skip[t.Name()] = why
+	notRun.mu.Unlock()
+	t.Skip(why)
+}
+
+func skipReason(t *testing.T) string {
+	notRun.mu.Lock()
+	defer notRun.mu.Unlock()
+	if why := notRun.skip[t.Name()]; why != "" {
+		return why
+	}
+	return "skipped (see the test output)"
 }
 
 // The backends run in parallel with each other (their workers mostly

@@ -30,11 +30,12 @@ type workerSpec struct {
 	Store    string            // the fenced store's address (Register "store")
 	Key      string            // the register's key in the store
 	History  string            // this incarnation's history file
-	Holder   string            // file where the holder writes its pid
+	Holder   string            // this slot's file, where the worker writes its pid and when it acquired while it holds the lock
 	Ops      int               // at most this many critical sections
 	Start    string            // file the parent writes the run's deadline (UnixNano) into once every worker is ready
 	Ready    string            // file this worker creates when it is ready
 	Pause    time.Duration     // inside the critical section, half before and half after the context check
+	Watch    bool              // the pause inside the critical section ends early when the context is done
 	Workload string            // "register" or "transfers"
 	Accounts int               // transfers: accounts acct-0..acct-N-1 in the store
 }
@@ -52,6 +53,10 @@ type event struct {
 	Err  string `json:"err,omitempty"`  // fail
 	PID  int    `json:"pid,omitempty"`  // invoke
 	Lost bool   `json:"lost,omitempty"` // fail: the error matched caesura.ErrLockLost
+	// Transfers (acquired): the accounts whose locks the section holds,
+	// and each one's token.
+	Accts []int    `json:"a,omitempty"`
+	Toks  []uint64 `json:"ts,omitempty"`
 }
 
 // Event kinds.
@@ -91,14 +96,32 @@ func workerMain(specJSON string) int {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		return 2
 	}
-	if err := work(spec); err != nil {
+	if err := runWorker(spec); err != nil {
 		fmt.Fprintf(os.Stderr, "worker %d.%d: %v\n", spec.Slot, spec.Inc, err)
 		return 1
 	}
 	return 0
 }
 
-func work(spec workerSpec) error {
+// work takes d. A watchful worker stops when ctx is done, returning its
+// cause; otherwise the work goes on regardless, as a GC pause or a slow disk
+// would.
+func work(ctx context.Context, d time.Duration, watch bool) error {
+	if !watch {
+		time.Sleep(d)
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func runWorker(spec workerSpec) error {
 	b := backends[spec.Backend]
 	if b == nil {
 		return fmt.Errorf("unknown backend %q", spec.Backend)
@@ -119,8 +142,7 @@ func work(spec workerSpec) error {
 		return err
 	}
 	defer holder.Close()
-	pidRecord := fmt.Appendf(nil, "%10d\n", os.Getpid())
-	noHolder := fmt.Appendf(nil, "%10d\n", 0)
+	noHolder := fmt.Appendf(nil, "%10d %20d\n", 0, 0)
 
 	var reg register
 	switch spec.Register {
@@ -171,9 +193,9 @@ func work(spec workerSpec) error {
 		// holder, for the nemesis; the returned function clears the name.
 		// Losses are recorded by the observer (watcher), also when they
 		// come after the function returned, while the lock is released.
-		acquired := func(ctx context.Context, tok uint64) func() {
-			h.rec(event{Op: op, Kind: evAcquired, Tok: tok})
-			holder.WriteAt(pidRecord, 0)
+		acquired := func(ctx context.Context, tok uint64, accts []int, toks []uint64) func() {
+			h.rec(event{Op: op, Kind: evAcquired, Tok: tok, Accts: accts, Toks: toks})
+			holder.WriteAt(fmt.Appendf(nil, "%10d %20d\n", os.Getpid(), time.Now().UnixNano()), 0)
 			return func() { holder.WriteAt(noHolder, 0) }
 		}
 		rejected := func(err error, tok uint64) error {
@@ -190,16 +212,21 @@ func work(spec workerSpec) error {
 					return err
 				}
 				tok, _ := caesura.Token(ctx, lock)
-				defer acquired(ctx, tok)()
+				defer acquired(ctx, tok, nil, nil)()
 				v, err := reg.read(tok)
 				if err != nil {
 					return rejected(err, tok)
 				}
-				time.Sleep(spec.Pause / 2) // work on the value
+				if err := work(ctx, spec.Pause/2, spec.Watch); err != nil { // work on the value
+					return err
+				}
 				if err := ctx.Err(); err != nil {
 					return context.Cause(ctx) // the check every holder should make
 				}
-				time.Sleep(spec.Pause / 2) // the write on its way: a GC pause, a slow disk
+				// The write on its way: a GC pause, a slow disk.
+				if err := work(ctx, spec.Pause/2, spec.Watch); err != nil {
+					return err
+				}
 				if err := reg.write(tok, v+1); err != nil {
 					return rejected(err, tok)
 				}
@@ -226,7 +253,7 @@ func work(spec workerSpec) error {
 // then tries it without waiting and, with WithRestart, runs the function
 // again with both taken up front.
 func transfer(ctx context.Context, spec workerSpec, op int, h *history, accounts []caesura.Lock, sc *storeClient,
-	acquired func(context.Context, uint64) func(), rejected func(error, uint64) error) error {
+	acquired func(context.Context, uint64, []int, []uint64) func(), rejected func(error, uint64) error) error {
 	from := rand.IntN(len(accounts))
 	to := (from + 1 + rand.IntN(len(accounts)-1)) % len(accounts)
 	amount := int64(1 + rand.IntN(10))
@@ -249,7 +276,7 @@ func transfer(ctx context.Context, spec workerSpec, op int, h *history, accounts
 		}
 		tf, _ := caesura.Token(ctx, accounts[from])
 		tt, _ := caesura.Token(ctx, accounts[to])
-		defer acquired(ctx, tf)()
+		defer acquired(ctx, tf, []int{from, to}, []uint64{tf, tt})()
 		bf, err := sc.read(kf, tf)
 		if err != nil {
 			return rejected(err, tf)
