@@ -889,3 +889,31 @@ func TestLostErrorNotWrappedTwice(t *testing.T) {
 		t.Fatalf("Run: %q, want ErrLockLost said once", err)
 	}
 }
+
+// A huge key does not make the messages that name it huge.
+func TestQuoteKeyClipsHugeKeys(t *testing.T) {
+	if got := caesura.QuoteKey("a\x00b"); got != `"a\x00b"` {
+		t.Errorf("QuoteKey of a short key: %s, want it as %%q quotes it", got)
+	}
+	huge := strings.Repeat("k", 1<<20)
+	got := caesura.QuoteKey(huge)
+	if len(got) > 100 || !strings.Contains(got, "1048576 bytes") {
+		t.Errorf("QuoteKey of a 1 MiB key: %d bytes (%.80s…), want under 100 naming the length", len(got), got)
+	}
+	ml := memlock.New(memlock.Options{})
+	l := ml.Mutex(huge)
+	h, err := l.Acquire(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release(ctxT(t))
+	err = caesura.Run(ctxT(t), func(ctx context.Context, yield caesura.Yield) error {
+		if err := yield(ml.Mutex("zzz")); err != nil {
+			return err
+		}
+		return yield(l) // sorts below zzz and is taken: refused, naming both keys
+	})
+	if !errors.Is(err, caesura.ErrOutOfOrder) || len(err.Error()) > 500 {
+		t.Fatalf("Run: %d-byte error (%.200s), want ErrOutOfOrder in a short message", len(err.Error()), err)
+	}
+}

@@ -3,6 +3,7 @@ package caesura
 import (
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // Sentinel errors. Match them with [errors.Is]: the errors caesura and its
@@ -59,7 +60,7 @@ var _ error = (*OrderError)(nil)
 
 // Error names both keys.
 func (e *OrderError) Error() string {
-	return fmt.Sprintf("caesura: lock %q sorts below held lock %q and could not be taken without waiting (%v): waiting would risk deadlock", e.Key, e.Held, e.Err)
+	return fmt.Sprintf("caesura: lock %s sorts below held lock %s and could not be taken without waiting (%v): waiting would risk deadlock", QuoteKey(e.Key), QuoteKey(e.Held), e.Err)
 }
 
 // Unwrap returns ErrOutOfOrder and the reason.
@@ -77,9 +78,9 @@ var _ error = (*LostError)(nil)
 // Error names the key and the reason.
 func (e *LostError) Error() string {
 	if e.Err == nil {
-		return fmt.Sprintf("caesura: lock %q lost", e.Key)
+		return fmt.Sprintf("caesura: lock %s lost", QuoteKey(e.Key))
 	}
-	return fmt.Sprintf("caesura: lock %q lost: %v", e.Key, e.Err)
+	return fmt.Sprintf("caesura: lock %s lost: %v", QuoteKey(e.Key), e.Err)
 }
 
 // Unwrap returns ErrLockLost and the reason.
@@ -92,10 +93,24 @@ func (e *LostError) Unwrap() []error {
 
 // notAcquired is the error for a wait that the context ended.
 func notAcquired(key string, cause error) error {
-	return fmt.Errorf("caesura: lock %q: %w", key, errors.Join(ErrNotAcquired, cause))
+	return fmt.Errorf("caesura: lock %s: %w", QuoteKey(key), errors.Join(ErrNotAcquired, cause))
 }
 
 // NotAcquired returns the error a backend's Acquire should return when a
 // context ended its wait for key: it matches [ErrNotAcquired] and err. Pass
 // ctx.Err(), or errors.Join(ctx.Err(), context.Cause(ctx)) to keep a cause.
 func NotAcquired(key string, err error) error { return notAcquired(key, err) }
+
+// maxQuoted is how many bytes of a key QuoteKey shows.
+const maxQuoted = 64
+
+// QuoteKey quotes key for an error message, as %q would, but shows at most
+// its first 64 bytes and then its length, so that a huge key (a caller's bug,
+// or an attack) cannot make every message that names it huge too. Backends
+// use it in their messages.
+func QuoteKey(key string) string {
+	if len(key) <= maxQuoted {
+		return strconv.Quote(key)
+	}
+	return fmt.Sprintf("%s…(%d bytes)", strconv.Quote(key[:maxQuoted]), len(key))
+}

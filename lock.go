@@ -132,7 +132,7 @@ func (x *lockerLock) Key() string { return x.key }
 
 func (x *lockerLock) Acquire(ctx context.Context) (Held, error) {
 	if x.l == nil {
-		return nil, fmt.Errorf("caesura: lock %q: %w: nil sync.Locker", x.key, ErrInvalidLock)
+		return nil, fmt.Errorf("caesura: lock %s: %w: nil sync.Locker", QuoteKey(x.key), ErrInvalidLock)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, notAcquired(x.key, context.Cause(ctx))
@@ -148,7 +148,7 @@ type tryLockerLock struct {
 
 func (x *tryLockerLock) TryAcquire(ctx context.Context) (Held, error) {
 	if !x.t.TryLock() {
-		return nil, fmt.Errorf("caesura: lock %q: %w", x.key, ErrNotAcquired)
+		return nil, fmt.Errorf("caesura: lock %s: %w", QuoteKey(x.key), ErrNotAcquired)
 	}
 	return &lockerHeld{l: x.l, key: x.key}, nil
 }
@@ -161,7 +161,7 @@ type lockerHeld struct {
 
 func (h *lockerHeld) Release(context.Context) error {
 	if !h.released.CompareAndSwap(false, true) {
-		return fmt.Errorf("caesura: release %q: %w", h.key, ErrNotHeld)
+		return fmt.Errorf("caesura: release %s: %w", QuoteKey(h.key), ErrNotHeld)
 	}
 	h.l.Unlock()
 	return nil
@@ -184,7 +184,7 @@ func (x *funcLock) Key() string { return x.key }
 
 func (x *funcLock) Acquire(ctx context.Context) (Held, error) {
 	if x.acquire == nil || x.release == nil {
-		return nil, fmt.Errorf("caesura: lock %q: %w: nil acquire or release func", x.key, ErrInvalidLock)
+		return nil, fmt.Errorf("caesura: lock %s: %w: nil acquire or release func", QuoteKey(x.key), ErrInvalidLock)
 	}
 	if err := x.acquire(ctx); err != nil {
 		return nil, err
@@ -200,7 +200,7 @@ type funcHeld struct {
 
 func (h *funcHeld) Release(ctx context.Context) error {
 	if !h.released.CompareAndSwap(false, true) {
-		return fmt.Errorf("caesura: release %q: %w", h.key, ErrNotHeld)
+		return fmt.Errorf("caesura: release %s: %w", QuoteKey(h.key), ErrNotHeld)
 	}
 	return h.release(ctx)
 }

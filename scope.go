@@ -281,7 +281,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 			}
 			hs, err := b.AcquireBatch(s, run)
 			if err != nil {
-				return s.undo(start, fmt.Errorf("caesura: acquire %d locks from %q to %q: %w", j-i, ps[i].key, ps[j-1].key, err))
+				return s.undo(start, fmt.Errorf("caesura: acquire %d locks from %s to %s: %w", j-i, QuoteKey(ps[i].key), QuoteKey(ps[j-1].key), err))
 			}
 			if len(hs) != len(run) {
 				for _, h := range hs {
@@ -349,10 +349,10 @@ func (s *scope) take(l Lock, key, top string) (Held, error) {
 	if key > top {
 		h, err := l.Acquire(s)
 		if err != nil {
-			return nil, fmt.Errorf("caesura: acquire %q: %w", key, err)
+			return nil, fmt.Errorf("caesura: acquire %s: %w", QuoteKey(key), err)
 		}
 		if h == nil {
-			return nil, fmt.Errorf("caesura: acquire %q: %T.Acquire returned a nil Held", key, l)
+			return nil, fmt.Errorf("caesura: acquire %s: %T.Acquire returned a nil Held", QuoteKey(key), l)
 		}
 		return h, nil
 	}
@@ -365,10 +365,10 @@ func (s *scope) take(l Lock, key, top string) (Held, error) {
 		if errors.Is(err, ErrNotAcquired) {
 			return nil, s.refuse(&OrderError{Key: key, Held: top, Err: err})
 		}
-		return nil, fmt.Errorf("caesura: try %q: %w", key, err)
+		return nil, fmt.Errorf("caesura: try %s: %w", QuoteKey(key), err)
 	}
 	if h == nil {
-		return nil, fmt.Errorf("caesura: try %q: %T.TryAcquire returned a nil Held", key, l)
+		return nil, fmt.Errorf("caesura: try %s: %T.TryAcquire returned a nil Held", QuoteKey(key), l)
 	}
 	return h, nil
 }
@@ -532,7 +532,7 @@ func (s *scope) releaseAll(held []heldLock) error {
 			}
 			err := held[i].batch.ReleaseBatch(s.releaseContext(), hs)
 			if err != nil {
-				err = fmt.Errorf("caesura: release %d locks from %q to %q: %w", i-j+1, held[j].key, held[i].key, err)
+				err = fmt.Errorf("caesura: release %d locks from %s to %s: %w", i-j+1, QuoteKey(held[j].key), QuoteKey(held[i].key), err)
 				errs = append(errs, err)
 			}
 			for k := i; k >= j; k-- {
@@ -544,7 +544,7 @@ func (s *scope) releaseAll(held []heldLock) error {
 			hl := held[i]
 			err := hl.h.Release(s.releaseContext())
 			if err != nil {
-				err = fmt.Errorf("caesura: release %q: %w", hl.key, err)
+				err = fmt.Errorf("caesura: release %s: %w", QuoteKey(hl.key), err)
 				errs = append(errs, err)
 			}
 			if s.obs != nil {

@@ -145,7 +145,7 @@ func (m *mutex) Acquire(ctx context.Context) (caesura.Held, error) {
 		if ctx.Err() != nil {
 			return nil, m.ctxError(ctx)
 		}
-		return nil, fmt.Errorf("filelock: lock %q: %w", m.key, err)
+		return nil, fmt.Errorf("filelock: lock %s: %w", caesura.QuoteKey(m.key), err)
 	}
 	return m.lock(ctx, g, true)
 }
@@ -172,7 +172,7 @@ func (m *mutex) invalid() error {
 func leave(g caesura.Held) { _ = g.Release(context.Background()) }
 
 func (m *mutex) taken() error {
-	return fmt.Errorf("filelock: lock %q: %w", m.key, caesura.ErrNotAcquired)
+	return fmt.Errorf("filelock: lock %s: %w", caesura.QuoteKey(m.key), caesura.ErrNotAcquired)
 }
 
 func (m *mutex) ctxError(ctx context.Context) error {
@@ -194,7 +194,7 @@ func (m *mutex) lock(ctx context.Context, g caesura.Held, wait bool) (caesura.He
 		fd, err := m.l.idle.take(m.path)
 		if err != nil {
 			leave(g)
-			return nil, fmt.Errorf("filelock: lock %q: %w", m.key, err)
+			return nil, fmt.Errorf("filelock: lock %s: %w", caesura.QuoteKey(m.key), err)
 		}
 		err = flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == syscall.EWOULDBLOCK {
@@ -210,7 +210,7 @@ func (m *mutex) lock(ctx context.Context, g caesura.Held, wait bool) (caesura.He
 		if err != nil {
 			syscall.Close(fd)
 			leave(g)
-			return nil, fmt.Errorf("filelock: lock %q: flock: %w", m.key, err)
+			return nil, fmt.Errorf("filelock: lock %s: flock: %w", caesura.QuoteKey(m.key), err)
 		}
 		// The descriptor may name a file that was deleted (and perhaps
 		// re-created) since it was opened: then its lock excludes nobody.
@@ -221,7 +221,7 @@ func (m *mutex) lock(ctx context.Context, g caesura.Held, wait bool) (caesura.He
 			syscall.Close(fd)
 			if err != nil {
 				leave(g)
-				return nil, fmt.Errorf("filelock: lock %q: %w", m.key, err)
+				return nil, fmt.Errorf("filelock: lock %s: %w", caesura.QuoteKey(m.key), err)
 			}
 			continue
 		}
@@ -230,7 +230,7 @@ func (m *mutex) lock(ctx context.Context, g caesura.Held, wait bool) (caesura.He
 			flock(fd, syscall.LOCK_UN)
 			m.l.idle.put(m.path, fd)
 			leave(g)
-			return nil, fmt.Errorf("filelock: lock %q: fencing token: %w", m.key, err)
+			return nil, fmt.Errorf("filelock: lock %s: fencing token: %w", caesura.QuoteKey(m.key), err)
 		}
 		return &held{m: m, fd: fd, gate: g, token: token}, nil
 	}
@@ -297,12 +297,12 @@ func (h *held) Token() uint64 { return h.token }
 // not wait.
 func (h *held) Release(ctx context.Context) error {
 	if !h.released.CompareAndSwap(false, true) {
-		return fmt.Errorf("filelock: release %q: %w", h.m.key, caesura.ErrNotHeld)
+		return fmt.Errorf("filelock: release %s: %w", caesura.QuoteKey(h.m.key), caesura.ErrNotHeld)
 	}
 	err := flock(h.fd, syscall.LOCK_UN)
 	if err != nil {
 		syscall.Close(h.fd) // closing the last descriptor unlocks too
-		err = fmt.Errorf("filelock: release %q: %w", h.m.key, err)
+		err = fmt.Errorf("filelock: release %s: %w", caesura.QuoteKey(h.m.key), err)
 	} else {
 		h.m.l.idle.put(h.m.path, h.fd)
 	}

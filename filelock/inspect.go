@@ -31,12 +31,12 @@ func (m *mutex) Inspect(ctx context.Context) (caesura.LockState, error) {
 		return caesura.LockState{}, nil // never locked
 	}
 	if err != nil {
-		return caesura.LockState{}, fmt.Errorf("filelock: inspect %q: %w", m.key, err)
+		return caesura.LockState{}, fmt.Errorf("filelock: inspect %s: %w", caesura.QuoteKey(m.key), err)
 	}
 	defer syscall.Close(fd)
 	token, since, pid, host, err := readRecord(fd)
 	if err != nil {
-		return caesura.LockState{}, fmt.Errorf("filelock: inspect %q: %w", m.key, err)
+		return caesura.LockState{}, fmt.Errorf("filelock: inspect %s: %w", caesura.QuoteKey(m.key), err)
 	}
 	held, err := heldByProcLocks(fd)
 	if err != nil { // no /proc/locks: probe
@@ -46,7 +46,7 @@ func (m *mutex) Inspect(ctx context.Context) (caesura.LockState, error) {
 		case syscall.EWOULDBLOCK:
 			held = true
 		default:
-			return caesura.LockState{}, fmt.Errorf("filelock: inspect %q: %w", m.key, perr)
+			return caesura.LockState{}, fmt.Errorf("filelock: inspect %s: %w", caesura.QuoteKey(m.key), perr)
 		}
 	}
 	st := caesura.LockState{Held: held, Token: token}

@@ -260,7 +260,7 @@ func (m *mutex) TryAcquire(ctx context.Context) (caesura.Held, error) {
 		return m.held(ctx, e), nil
 	default:
 		e.unref()
-		return nil, fmt.Errorf("memlock: %q: %w", m.key, caesura.ErrNotAcquired)
+		return nil, fmt.Errorf("memlock: %s: %w", caesura.QuoteKey(m.key), caesura.ErrNotAcquired)
 	}
 }
 
@@ -297,7 +297,7 @@ func (t *ticket) Token() uint64 { return t.Fence }
 // an error matching caesura.ErrNotHeld if t released already.
 func (t *ticket) Release(context.Context) error {
 	if !t.Done.CompareAndSwap(false, true) {
-		return fmt.Errorf("memlock: release %q: %w", t.Key, caesura.ErrNotHeld)
+		return fmt.Errorf("memlock: release %s: %w", caesura.QuoteKey(t.Key), caesura.ErrNotHeld)
 	}
 	e := t.State.(*entry)
 	<-e.ch
