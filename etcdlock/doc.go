@@ -14,8 +14,8 @@
 //
 // # How a lock is kept
 //
-// A [Locker] owns one session: one lease, kept alive by the client every third
-// of its TTL, shared by all its locks. A lock named n is a queue of waiter
+// A [Locker] owns one session: one lease, renewed by the Locker every third
+// of its TTL ([WithRenewInterval]), shared by all its locks. A lock named n is a queue of waiter
 // keys under prefix + n + "/" (with "/" and "%" in n escaped, so that no
 // queue is a prefix of another); every acquisition creates a key of its own,
 // attached to the lease, in a transaction that also reads the keys already
@@ -78,16 +78,40 @@
 // keep-alives did not get through within the TTL, or it was revoked) or when
 // someone deletes its key. The Held's Lost context ([caesura.Lossy]) is then
 // cancelled with a cause matching [ErrSessionEnded] or [ErrKeyDeleted], and
-// the core cancels the function's context with [caesura.ErrLockLost]. An
-// acquisition that lasts longer than 50 ms (waiting included) watches its
-// own key, with a watch the server counts as synced followed by a read that
-// checks the key was not deleted before it (a shorter hold skips the watch,
-// which costs hundreds of client allocations), so a revocation or deletion
-// is noticed within about 50 ms plus two round trips; an unreachable
-// cluster is noticed when the client's keep-alive deadline passes, about one
-// TTL after the last renewal. A waiter
-// whose session ends stops waiting with an error matching [ErrSessionEnded]
-// (etcd issue 19597).
+// the core cancels the function's context with [caesura.ErrLockLost]. The
+// point is to tell the holder before another process can take the lock:
+//
+//   - Key deleted or lease revoked: an acquisition that lasts longer than
+//     50 ms (waiting included) watches its own key, with a watch the server
+//     counts as synced followed by a read that checks the key was not
+//     deleted before it (a shorter hold skips the watch, which costs
+//     hundreds of client allocations). The delete event cancels the Lost
+//     context at once, with no request first, so the holder learns of the
+//     loss from the same event, at the same time, as the next waiter learns
+//     it may go on. A delete event does not say whether the lease went with
+//     the key, so the cause matches [ErrKeyDeleted] (its message says the
+//     lease may be gone); the Locker then renews the lease, and if it is
+//     gone ends the session, and the session's other locks are lost with
+//     [ErrSessionEnded]. A waiter is told precisely which it was.
+//   - Partition, or a cluster that does not answer: the Locker renews the
+//     lease itself (a single keep-alive request every renew interval, with
+//     a timeout) and notes the time, on the monotonic clock, just before
+//     sending each request the server confirmed. The server renews the
+//     lease after that request arrives, so it cannot expire the lease
+//     before that time plus the TTL on its own clock. The Locker ends the
+//     session, for all its locks, with a cause matching [ErrSessionEnded],
+//     as soon as TTL - drift has passed since that time, by a timer of its
+//     own ([WithDrift]; by default 2% of the TTL, at least 10 ms, plus
+//     100 ms). So if the client's and the server's clocks run at rates that
+//     differ by less than the drift's share of the TTL, and the process
+//     reacts to its timer within the rest of the drift, a partitioned
+//     holder's context is cancelled before the server can expire the lease,
+//     and so before any other process can take the lock. It then revokes
+//     the lease, best effort, so that the locks are free at once if the
+//     cluster can be reached after all.
+//
+// A waiter whose session ends stops waiting with an error matching
+// [ErrSessionEnded] (etcd issue 19597).
 //
 // The fencing token ([caesura.Fenced], read with [caesura.Token]) is the
 // waiter key's create revision: a later acquisition of the same lock always
@@ -116,10 +140,12 @@
 //
 // # Non-guarantees
 //
-//   - A lease is a timeout. A holder paused (GC, a stopped VM) or cut off for
-//     longer than the TTL can go on running after its lock passed to someone
-//     else, before it sees the loss. Only storage that rejects writes with a
-//     token lower than one it has seen makes such a stale holder harmless.
+//   - A lease is a timeout, and a cancelled context only asks the function
+//     to stop. A holder paused (GC, a stopped VM) for longer than the drift
+//     allows, or one whose function does not stop when told, can go on
+//     running after its lock passed to someone else. Only storage that
+//     rejects writes with a token lower than one it has seen makes such a
+//     stale holder harmless.
 //   - The TTL is whole seconds: [WithTTL] rounds up, and the server raises it
 //     to its minimum (2 s with the default election timeout).
 //   - Locks are not reentrant: acquiring a lock the same scope holds is the

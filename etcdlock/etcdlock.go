@@ -37,8 +37,8 @@ const cleanupTimeout = 5 * time.Second
 // of its whole queue (see Locker.maxWatched).
 const defaultMaxWatched = 64
 
-// Option configures a [Locker]. Options are made by [WithPrefix] and
-// [WithTTL].
+// Option configures a [Locker]. Options are made by [WithPrefix], [WithTTL],
+// [WithDrift] and [WithRenewInterval].
 type Option interface {
 	apply(*Locker) error
 }
@@ -56,7 +56,7 @@ func (f optionFunc) apply(l *Locker) error { return f(l) }
 func WithPrefix(prefix string) Option {
 	return optionFunc(func(l *Locker) error {
 		if prefix == "" || !strings.HasSuffix(prefix, "/") {
-			return fmt.Errorf("etcdlock: prefix %q must be non-empty and end with \"/\"", prefix)
+			return fmt.Errorf("etcdlock: prefix %s must be non-empty and end with \"/\"", quote(prefix))
 		}
 		l.prefix = prefix
 		return nil
@@ -66,9 +66,11 @@ func WithPrefix(prefix string) Option {
 // WithTTL sets the time to live of the session lease (default [DefaultTTL]).
 // etcd leases count whole seconds, so ttl is rounded up to a whole second;
 // the server raises it further to its minimum lease TTL (1.5 election
-// timeouts, 2 s with etcd's defaults). The client renews the lease every
-// third of the TTL. A shorter TTL frees a crashed process's locks sooner and
-// makes a pause or partition longer than the TTL lose the locks.
+// timeouts, 2 s with etcd's defaults). The Locker renews the lease every
+// third of the TTL (see [WithRenewInterval]) and declares the session lost
+// when no renewal was confirmed within the TTL less the drift ([WithDrift]).
+// A shorter TTL frees a crashed process's locks sooner and makes a pause or
+// partition shorter than the TTL lose the locks.
 func WithTTL(ttl time.Duration) Option {
 	return optionFunc(func(l *Locker) error {
 		if ttl <= 0 {
@@ -79,6 +81,52 @@ func WithTTL(ttl time.Duration) Option {
 	})
 }
 
+// WithDrift sets the safety margin by which the Locker ends its session
+// before the server can expire the lease (default [DefaultDrift] of the
+// TTL). The session is declared lost, and every lock held through it
+// reported lost, once TTL - drift has passed since the last renewal that
+// the server confirmed was sent. The drift must cover the difference
+// between the rates of the client's and the server's clocks over one TTL
+// and the delay with which the process reacts to its timer (scheduling, GC
+// pauses). It must be at least 0 and, together with the renewal interval,
+// below the TTL; [New] checks.
+func WithDrift(drift time.Duration) Option {
+	return optionFunc(func(l *Locker) error {
+		if drift < 0 {
+			return fmt.Errorf("etcdlock: drift %v must not be negative", drift)
+		}
+		l.drift = drift
+		l.driftSet = true
+		return nil
+	})
+}
+
+// WithRenewInterval sets how often the Locker renews the session lease
+// (default a third of the TTL). A renewal that fails is retried sooner,
+// until the session is declared lost. The interval must be positive and,
+// together with the drift, below the TTL; [New] checks.
+func WithRenewInterval(every time.Duration) Option {
+	return optionFunc(func(l *Locker) error {
+		if every <= 0 {
+			return fmt.Errorf("etcdlock: renew interval %v must be positive", every)
+		}
+		l.renewEvery = every
+		return nil
+	})
+}
+
+// DefaultDrift returns the drift a Locker with the given TTL uses unless
+// [WithDrift] says otherwise: 2% of the TTL (at least 10 ms) for the
+// difference in clock rates, plus 100 ms for the delay with which the
+// process reacts to its timer.
+func DefaultDrift(ttl time.Duration) time.Duration {
+	return max(10*time.Millisecond, ttl/50) + driftReaction
+}
+
+// driftReaction is the part of the default drift that covers the process's
+// delay in reacting to its timer.
+const driftReaction = 100 * time.Millisecond
+
 // Locker names etcd locks and owns the session (one lease, kept alive) that
 // all its locks are held through. Make one with [New] and share it; it is
 // safe for concurrent use. Close it when done: Close revokes the lease,
@@ -88,12 +136,15 @@ func WithTTL(ttl time.Duration) Option {
 // expired or was revoked), every lock held through it is lost, every waiter
 // stops with [ErrSessionEnded], and the next acquisition starts a new one.
 type Locker struct {
-	client Client
-	prefix string
-	ttl    int64 // seconds
-	batch  *batcher
-	seq    atomic.Uint64
-	starts chan struct{} // one token: serializes session starts, honouring contexts
+	client     Client
+	prefix     string
+	ttl        int64         // seconds
+	drift      time.Duration // the session ends this long before the lease can expire
+	driftSet   bool          // drift came from WithDrift
+	renewEvery time.Duration // the keep-alive interval; 0 until New sets the default
+	batch      *batcher
+	seq        atomic.Uint64
+	starts     chan struct{} // one token: serializes session starts, honouring contexts
 
 	// maxWatched (at least 1) bounds the keys ahead of a waiter that it
 	// follows through one watch of the whole queue, which sends it every
@@ -109,11 +160,50 @@ type Locker struct {
 
 // session is one lease and its keep-alive.
 type session struct {
-	id clientv3.LeaseID
+	id  clientv3.LeaseID
+	ttl time.Duration // the lease's TTL as the server granted it
 	// ctx is cancelled when the session ends, with the reason as cause.
 	// The Lost contexts of the locks held through it derive from it.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	// renew asks the keep-alive loop to renew at once (buffered, 1): a
+	// renewal that finds the lease gone ends the session.
+	renew chan struct{}
+
+	mu sync.Mutex
+	// confirmed is when the last request that the server confirmed as a
+	// grant or renewal of the lease was sent (with a monotonic reading).
+	// The server renewed the lease after it, so on the server's clock the
+	// lease lives until at least confirmed + ttl.
+	confirmed time.Time
+}
+
+// lastConfirmed returns the send time of the last confirmed grant or
+// renewal.
+func (s *session) lastConfirmed() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.confirmed
+}
+
+// confirm records a renewal sent at sent that the server confirmed, and
+// returns the new last confirmed send time.
+func (s *session) confirm(sent time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sent.After(s.confirmed) {
+		s.confirmed = sent
+	}
+	return s.confirmed
+}
+
+// check asks the keep-alive loop to renew the lease now, which ends the
+// session if the lease is gone.
+func (s *session) check() {
+	select {
+	case s.renew <- struct{}{}:
+	default: // a renewal is asked for already
+	}
 }
 
 // Client is the part of an etcd client that a Locker uses: a
@@ -147,6 +237,16 @@ func New(client Client, opts ...Option) (*Locker, error) {
 		if err := o.apply(l); err != nil {
 			return nil, err
 		}
+	}
+	ttl := time.Duration(l.ttl) * time.Second
+	if !l.driftSet {
+		l.drift = DefaultDrift(ttl)
+	}
+	if l.renewEvery == 0 {
+		l.renewEvery = ttl / 3
+	}
+	if l.drift+l.renewEvery >= ttl {
+		return nil, fmt.Errorf("etcdlock: TTL %v must exceed the drift %v plus the renew interval %v: the session would be declared lost between renewals", ttl, l.drift, l.renewEvery)
 	}
 	l.batch = &batcher{l: l}
 	return l, nil
@@ -208,18 +308,20 @@ func (l *Locker) session(ctx context.Context) (*session, error) {
 	if s, err := l.current(); s != nil || err != nil {
 		return s, err
 	}
+	sent := time.Now()
 	grant, err := l.client.Grant(ctx, l.ttl)
 	if err != nil {
 		return nil, fmt.Errorf("start session: grant lease: %w", err)
 	}
 	sctx, cancel := context.WithCancelCause(context.Background())
-	ka, err := l.client.KeepAlive(sctx, grant.ID)
-	if err != nil {
-		cancel(err)
-		l.revokeLater(grant.ID)
-		return nil, fmt.Errorf("start session: keep lease alive: %w", err)
+	s := &session{
+		id:        grant.ID,
+		ttl:       time.Duration(grant.TTL) * time.Second,
+		ctx:       sctx,
+		cancel:    cancel,
+		renew:     make(chan struct{}, 1),
+		confirmed: sent,
 	}
-	s := &session{id: grant.ID, ctx: sctx, cancel: cancel}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -232,11 +334,63 @@ func (l *Locker) session(ctx context.Context) (*session, error) {
 	l.mu.Unlock()
 	go func() {
 		defer l.wg.Done()
-		for range ka { // the client closes ka when the lease is gone or sctx ends
-		}
-		cancel(fmt.Errorf("etcdlock: lease %x: %w", int64(s.id), ErrSessionEnded))
+		l.keepAlive(s)
 	}()
 	return s, nil
+}
+
+// errExpiring is the cause of a session that the Locker declared lost
+// because no renewal was confirmed in time.
+var errExpiring = errors.New("no renewal confirmed within the TTL less the drift")
+
+// keepAlive renews s's lease every renewEvery until s ends, and ends s
+// itself, with a cause matching [ErrSessionEnded], when the server finds the
+// lease gone or when TTL - drift has passed since the last confirmed
+// renewal was sent: before the server, whose clock started the TTL when the
+// request arrived, can expire the lease. It counts from the send time, not
+// from the reply, and checks with a timer of its own rather than the
+// client's half-second deadline loop. A session it declares lost this way
+// has its lease revoked, best effort, so that its keys go at once if the
+// cluster can still be reached.
+func (l *Locker) keepAlive(s *session) {
+	margin := s.ttl - l.drift
+	deadline := time.AfterFunc(time.Until(s.lastConfirmed().Add(margin)), func() {
+		s.cancel(fmt.Errorf("etcdlock: lease %x: %w: %w (TTL less drift: %v)", int64(s.id), ErrSessionEnded, errExpiring, margin))
+	})
+	defer deadline.Stop()
+	next := time.NewTimer(l.renewEvery)
+	defer next.Stop()
+	retry := min(l.renewEvery/4, 250*time.Millisecond)
+	for {
+		select {
+		case <-s.ctx.Done():
+			if errors.Is(context.Cause(s.ctx), errExpiring) {
+				l.revokeLater(s.id)
+			}
+			return
+		case <-next.C:
+		case <-s.renew:
+		}
+		sent := time.Now()
+		// Wait for the answer until the next renewal is due or the session
+		// would be declared lost, whichever comes first.
+		until := sent.Add(l.renewEvery)
+		if d := s.lastConfirmed().Add(margin); d.Before(until) {
+			until = d
+		}
+		ctx, cancel := context.WithDeadline(s.ctx, until)
+		_, err := l.client.KeepAliveOnce(ctx, s.id)
+		cancel()
+		switch {
+		case err == nil:
+			deadline.Reset(time.Until(s.confirm(sent).Add(margin)))
+			next.Reset(l.renewEvery)
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			s.cancel(fmt.Errorf("etcdlock: lease %x: %w: %w", int64(s.id), ErrSessionEnded, err))
+		default:
+			next.Reset(retry)
+		}
+	}
 }
 
 // current returns the live session, or nil, or ErrClosed.
@@ -251,6 +405,28 @@ func (l *Locker) current() (*session, error) {
 	}
 	return nil, nil
 }
+
+// leaseGone asks etcd whether s's lease is gone, and if it is, ends s (for
+// all its locks) with a cause matching [ErrSessionEnded]. It reports false
+// when etcd does not answer.
+func (l *Locker) leaseGone(s *session) bool {
+	if s.ctx.Err() != nil && errors.Is(context.Cause(s.ctx), ErrSessionEnded) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	ttl, err := l.client.TimeToLive(ctx, s.id)
+	cancel()
+	if err != nil || ttl.TTL > 0 {
+		return false
+	}
+	s.cancel(fmt.Errorf("etcdlock: lease %x: %w", int64(s.id), ErrSessionEnded))
+	return true
+}
+
+// quote quotes a key or prefix for an error message, clipped to its first
+// 64 bytes and its length ([caesura.QuoteKey]): a huge key must not make
+// every message that names it huge too.
+func quote(key string) string { return caesura.QuoteKey(key) }
 
 // abandon ends s because a key of it may be left in etcd that nobody can
 // delete (a request's outcome is unknown and the clean-up failed): it stops

@@ -278,32 +278,38 @@ func TestWaitCancelled(t *testing.T) {
 }
 
 // TestLeaseRevokedWhileHeld: the function's context is cancelled with the
-// lock-lost cause, the holder's Lost cause says the session ended, and the
-// next acquisition starts a new session.
+// lock-lost cause as soon as the key's deletion is seen (ErrKeyDeleted: the
+// event does not say that the lease went), then the session ends
+// (ErrSessionEnded) and the next acquisition starts a new one.
 func TestLeaseRevokedWhileHeld(t *testing.T) {
 	ctx := testCtx(t)
 	c := sharedClient(t)
 	admin := sharedClient(t)
 	l := testLocker(t, c, WithTTL(30*time.Second)) // keep-alive alone would take 10s to notice
 	m := l.Mutex("a")
+	var s *session
 	err := caesura.Run(ctx, func(ctx context.Context, yield caesura.Yield) error {
 		if err := yield(m); err != nil {
 			return err
 		}
-		s, _ := l.current()
+		s, _ = l.current()
 		if _, err := admin.Revoke(ctx, s.id); err != nil {
 			return fmt.Errorf("revoke: %w", err)
 		}
 		start := time.Now()
 		waitDone(t, ctx, 3*time.Second)
-		t.Logf("loss noticed %v after the revocation", time.Since(start))
-		if c := context.Cause(ctx); !errors.Is(c, caesura.ErrLockLost) || !errors.Is(c, ErrSessionEnded) {
-			return fmt.Errorf("cause: got %v, want ErrLockLost and ErrSessionEnded", c)
+		t.Logf("loss noticed %v after the revocation: %v", time.Since(start), context.Cause(ctx))
+		if c := context.Cause(ctx); !errors.Is(c, caesura.ErrLockLost) || !errors.Is(c, ErrKeyDeleted) {
+			t.Errorf("cause: got %v, want ErrLockLost and ErrKeyDeleted", c)
 		}
 		return nil
 	})
 	if !errors.Is(err, caesura.ErrLockLost) {
 		t.Fatalf("Run: got %v, want ErrLockLost", err)
+	}
+	waitDone(t, s.ctx, 3*time.Second)
+	if c := context.Cause(s.ctx); !errors.Is(c, ErrSessionEnded) {
+		t.Fatalf("session's cause: got %v, want ErrSessionEnded", c)
 	}
 	h := mustAcquire(t, ctx, m) // a new session
 	if err := h.Release(ctx); err != nil {

@@ -72,7 +72,7 @@ func (m *lock) Acquire(ctx context.Context) (caesura.Held, error) {
 		return nil, err
 	}
 	if !resp.Succeeded {
-		return nil, fmt.Errorf("etcdlock: lock %q: waiter key %q exists already", m.key, ekey)
+		return nil, fmt.Errorf("etcdlock: lock %s: waiter key %s exists already", quote(m.key), quote(ekey))
 	}
 	h := newHeld(m, s, ekey, resp.Header.Revision)
 	if err := h.wait(ctx, aheadOf(resp.Responses[0], resp.Header.Revision)); err != nil {
@@ -100,7 +100,7 @@ func (m *lock) TryAcquire(ctx context.Context) (caesura.Held, error) {
 		return nil, err
 	}
 	if !resp.Succeeded {
-		return nil, fmt.Errorf("etcdlock: lock %q: %w: taken", m.key, caesura.ErrNotAcquired)
+		return nil, fmt.Errorf("etcdlock: lock %s: %w: taken", quote(m.key), caesura.ErrNotAcquired)
 	}
 	return newHeld(m, s, ekey, resp.Header.Revision), nil
 }
@@ -157,12 +157,12 @@ func (m *lock) opAhead(below int64) clientv3.Op {
 // error when ctx is done, with ErrUnavailable unless it is ErrClosed.
 func (m *lock) requestErr(ctx context.Context, err error) error {
 	if errors.Is(err, ErrClosed) {
-		return fmt.Errorf("etcdlock: lock %q: %w", m.key, err)
+		return fmt.Errorf("etcdlock: lock %s: %w", quote(m.key), err)
 	}
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("%w (%w: %v)", caesura.NotAcquired(m.key, cerr), ErrUnavailable, err)
 	}
-	return fmt.Errorf("etcdlock: lock %q: %w: %w", m.key, ErrUnavailable, err)
+	return fmt.Errorf("etcdlock: lock %s: %w: %w", quote(m.key), ErrUnavailable, err)
 }
 
 // ahead is one read of the keys queued before a waiter's key (opAhead).
@@ -237,7 +237,7 @@ func (h *held) Lost() context.Context { return h.lost }
 // takes it away).
 func (h *held) Release(ctx context.Context) error {
 	if !h.released.CompareAndSwap(false, true) {
-		return fmt.Errorf("etcdlock: release %q: %w", h.m.key, caesura.ErrNotHeld)
+		return fmt.Errorf("etcdlock: release %s: %w", quote(h.m.key), caesura.ErrNotHeld)
 	}
 	h.stopMonitor()
 	var lostCause error
@@ -251,15 +251,15 @@ func (h *held) Release(ctx context.Context) error {
 	h.cancelLost(errReleased)
 	if err != nil {
 		h.m.l.cleanupLater(h.s, h.ekey, h.rev)
-		err = fmt.Errorf("etcdlock: release %q: %w: %w", h.m.key, ErrUnavailable, err)
+		err = fmt.Errorf("etcdlock: release %s: %w: %w", quote(h.m.key), ErrUnavailable, err)
 	}
 	switch {
 	case lostCause != nil:
-		return errors.Join(fmt.Errorf("etcdlock: release %q: %w: %w", h.m.key, caesura.ErrNotHeld, lostCause), err)
+		return errors.Join(fmt.Errorf("etcdlock: release %s: %w: %w", quote(h.m.key), caesura.ErrNotHeld, lostCause), err)
 	case err != nil:
 		return err
 	case !resp.Succeeded:
-		return fmt.Errorf("etcdlock: release %q: %w: key %q no longer exists", h.m.key, caesura.ErrNotHeld, h.ekey)
+		return fmt.Errorf("etcdlock: release %s: %w: key %s no longer exists", quote(h.m.key), caesura.ErrNotHeld, quote(h.ekey))
 	}
 	return nil
 }
@@ -371,20 +371,18 @@ func (h *held) exists() (bool, error) {
 	return len(resp.Kvs) == 1 && resp.Kvs[0].CreateRevision == h.rev, nil
 }
 
-// keyGone reports the key's deletion: as the end of the session if its
-// lease is gone too (and then ends the session for all its locks), else as
-// a deletion by someone else.
+// keyGone reports the deletion of the key at once, without a request
+// first: the Lost context is cancelled with a cause matching
+// [ErrKeyDeleted]. A delete event does not say whether someone deleted the
+// key or the lease was revoked or expired, and a holder must learn of the
+// loss before the next waiter, which sees the same event, can take the
+// lock: so only then does it ask the keep-alive loop to renew the lease,
+// which ends the session (and so loses the session's other locks) if the
+// lease is gone. A waiter learns which it was from waitLost.
 func (h *held) keyGone() {
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	ttl, err := h.m.l.client.TimeToLive(ctx, h.s.id)
-	cancel()
-	if err == nil && ttl.TTL <= 0 {
-		cause := fmt.Errorf("etcdlock: lease %x: %w", int64(h.s.id), ErrSessionEnded)
-		h.s.cancel(cause)
-		h.cancelLost(cause)
-		return
-	}
-	h.cancelLost(fmt.Errorf("etcdlock: key %q: %w", h.ekey, ErrKeyDeleted))
+	h.cancelLost(fmt.Errorf("etcdlock: lock %s: key %s deleted by someone else or with lease %x: %w",
+		quote(h.m.key), quote(h.ekey), int64(h.s.id), ErrKeyDeleted))
+	h.s.check()
 }
 
 // wait blocks until the key is at the head of its queue: no key created
@@ -435,7 +433,7 @@ func (h *held) wait(ctx context.Context, a ahead) error {
 			breaks = 0
 		}
 		if breaks++; breaks >= maxWatchBreaks {
-			return fmt.Errorf("etcdlock: lock %q: watch queue: %w: %w", h.m.key, ErrUnavailable, wb.err)
+			return fmt.Errorf("etcdlock: lock %s: watch queue: %w: %w", quote(h.m.key), ErrUnavailable, wb.err)
 		}
 		t := time.NewTimer(watchRetryDelay)
 		select {
@@ -621,9 +619,16 @@ func (k *keysAhead) apply(own string, events []*clientv3.Event) (ownDeleted bool
 	return false
 }
 
-// waitLost is the error of a waiter whose key or session ended.
+// waitLost is the error of a waiter whose key or session ended. A waiter
+// has nothing to lose by a round trip, so when its key was deleted it asks
+// whether the lease is gone too, and if so ends the session and reports
+// that instead (matching [ErrSessionEnded], not [ErrKeyDeleted]).
 func (h *held) waitLost() error {
-	return fmt.Errorf("etcdlock: lock %q: waiting stopped: %w", h.m.key, context.Cause(h.lost))
+	cause := context.Cause(h.lost)
+	if errors.Is(cause, ErrKeyDeleted) && h.m.l.leaseGone(h.s) {
+		cause = context.Cause(h.s.ctx)
+	}
+	return fmt.Errorf("etcdlock: lock %s: waiting stopped: %w", quote(h.m.key), cause)
 }
 
 // batcher acquires runs of one Locker's locks.
@@ -649,7 +654,7 @@ func (b *batcher) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]cae
 		if i > 0 && m.key <= ms[i-1].key {
 			// Two keys of one caller in one queue at one revision would
 			// both see no key ahead: refuse rather than hold twice.
-			return nil, fmt.Errorf("etcdlock: batch: %w: locks not sorted or duplicated at %q", caesura.ErrInvalidLock, m.key)
+			return nil, fmt.Errorf("etcdlock: batch: %w: locks not sorted or duplicated at %s", caesura.ErrInvalidLock, quote(m.key))
 		}
 		ms[i] = m
 	}
@@ -750,7 +755,7 @@ func (b *batcher) ReleaseBatch(ctx context.Context, helds []caesura.Held) error 
 			continue
 		}
 		if !h.released.CompareAndSwap(false, true) {
-			errs = append(errs, fmt.Errorf("etcdlock: release %q: %w", h.m.key, caesura.ErrNotHeld))
+			errs = append(errs, fmt.Errorf("etcdlock: release %s: %w", quote(h.m.key), caesura.ErrNotHeld))
 			continue
 		}
 		h.stopMonitor()
@@ -775,11 +780,11 @@ func (b *batcher) ReleaseBatch(ctx context.Context, helds []caesura.Held) error 
 		switch {
 		case err != nil:
 			h.m.l.cleanupLater(h.s, h.ekey, h.rev)
-			errs = append(errs, fmt.Errorf("etcdlock: release %q: %w: %w", h.m.key, ErrUnavailable, err))
+			errs = append(errs, fmt.Errorf("etcdlock: release %s: %w: %w", quote(h.m.key), ErrUnavailable, err))
 		case lostCause != nil:
-			errs = append(errs, fmt.Errorf("etcdlock: release %q: %w: %w", h.m.key, caesura.ErrNotHeld, lostCause))
+			errs = append(errs, fmt.Errorf("etcdlock: release %s: %w: %w", quote(h.m.key), caesura.ErrNotHeld, lostCause))
 		case !resp.Responses[i].GetResponseTxn().Succeeded:
-			errs = append(errs, fmt.Errorf("etcdlock: release %q: %w: key %q no longer exists", h.m.key, caesura.ErrNotHeld, h.ekey))
+			errs = append(errs, fmt.Errorf("etcdlock: release %s: %w: key %s no longer exists", quote(h.m.key), caesura.ErrNotHeld, quote(h.ekey)))
 		}
 	}
 	return errors.Join(errs...)
