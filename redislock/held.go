@@ -1,6 +1,7 @@
 package redislock
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -11,11 +12,13 @@ import (
 )
 
 // Held is one acquisition of a [Mutex]. Its lease is renewed every TTL/3
-// (from a timer, so an idle Held costs no goroutine) until Release; if
-// renewal finds the lock gone, or cannot reach Redis before the lease's
-// validity ends, Lost is cancelled with a [*caesura.LostError] whose reason
-// matches [ErrStolen] or [ErrLeaseExpired]. Held implements [caesura.Fenced]
-// and [caesura.Lossy].
+// until Release; if renewal finds the lock gone, or cannot reach Redis
+// before the lease's validity ends, Lost is cancelled with a
+// [*caesura.LostError] whose reason matches [ErrStolen] or
+// [ErrLeaseExpired]. Held implements [caesura.Fenced] and [caesura.Lossy].
+//
+// An idle Held costs no goroutine and no timer of its own: the Locker's
+// scheduler runs every Held's renewals and validity checks from one timer.
 type Held struct {
 	l     *Locker
 	key   string
@@ -25,33 +28,32 @@ type Held struct {
 	lost   context.Context
 	cancel context.CancelCauseFunc
 
-	rctx    context.Context
-	rcancel context.CancelFunc // cancels a renewal in flight
-	renewWG sync.WaitGroup     // a renewal in flight
+	renewWG sync.WaitGroup // a renewal in flight
 
 	mu       sync.Mutex
-	done     bool      // released or lost: no more renewals
-	released bool      // Release was called
-	valid    time.Time // end of the lease's validity, as far as we can prove
-	renewT   *time.Timer
-	expireT  *time.Timer
+	done     bool               // released or lost: no more renewals
+	released bool               // Release was called
+	renewing bool               // a renewal is in flight
+	valid    time.Time          // end of the lease's validity, as far as we can prove
+	rcancel  context.CancelFunc // cancels the last renewal (nil before the first)
+
+	// Guarded by the Locker's sched.mu.
+	next time.Time // when the scheduler runs event
+	idx  int       // index in the scheduler's heap; -1 when not in it
 }
 
 // newHelds makes the Helds of a successful acquisition whose request was
-// sent at start, and starts their renewal.
+// sent at start, and schedules their renewal.
 func (l *Locker) newHelds(ms []*Mutex, tok string, fences []uint64, start time.Time) []*Held {
 	hs := make([]*Held, len(ms))
 	valid := start.Add(l.ttl - l.drift)
+	renewAt := time.Now().Add(l.ttl / 3)
 	for i, m := range ms {
-		h := &Held{l: l, key: m.key, tok: tok, fence: fences[i], valid: valid}
+		h := &Held{l: l, key: m.key, tok: tok, fence: fences[i], valid: valid, idx: -1}
 		h.lost, h.cancel = context.WithCancelCause(context.Background())
-		h.rctx, h.rcancel = context.WithCancel(context.Background())
-		h.mu.Lock()
-		h.renewT = time.AfterFunc(l.ttl/3, h.renew)
-		h.expireT = time.AfterFunc(time.Until(valid), h.expire)
-		h.mu.Unlock()
 		hs[i] = h
 	}
+	l.sched.add(hs, renewAt)
 	return hs
 }
 
@@ -87,9 +89,10 @@ func (h *Held) stop() error {
 	}
 	h.released = true
 	h.done = true
-	h.renewT.Stop()
-	h.expireT.Stop()
-	h.rcancel()
+	h.l.sched.remove(h)
+	if h.rcancel != nil {
+		h.rcancel()
+	}
 	h.mu.Unlock()
 	// No renewal starts once done is set; wait for one in flight (it was
 	// just cancelled).
@@ -97,60 +100,157 @@ func (h *Held) stop() error {
 	return nil
 }
 
-// renew runs from renewT.
-func (h *Held) renew() {
+// event runs when h's scheduled time comes: at the end of the validity it
+// reports the lock lost; otherwise it renews the lease, with a validity
+// check scheduled for the end of the validity in case the renewal hangs.
+func (h *Held) event() {
 	h.mu.Lock()
 	if h.done {
 		h.mu.Unlock()
 		return
 	}
+	l := h.l
+	if !time.Now().Before(h.valid) {
+		h.loseLocked(fmt.Errorf("%w (no renewal succeeded within %v of sending it)", ErrLeaseExpired, l.ttl-l.drift))
+		h.mu.Unlock()
+		return
+	}
+	if h.renewing { // early, while a renewal is in flight: check again at the end
+		l.sched.add([]*Held{h}, h.valid)
+		h.mu.Unlock()
+		return
+	}
+	h.renewing = true
 	h.renewWG.Add(1)
-	valid := h.valid
+	// Release cancels the renewal through rcancel; the validity bounds it.
+	ctx, cancel := context.WithDeadline(context.Background(), h.valid)
+	h.rcancel = cancel
+	l.sched.add([]*Held{h}, h.valid)
 	h.mu.Unlock()
 	defer h.renewWG.Done()
 
-	l := h.l
 	start := time.Now()
-	ctx, cancel := context.WithDeadline(h.rctx, valid)
 	stolen, err := l.renew(ctx, h.key, h.tok)
 	cancel()
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.renewing = false
 	if h.done {
 		return
 	}
 	switch {
 	case err == nil && !stolen:
 		h.valid = start.Add(l.ttl - l.drift)
-		h.expireT.Reset(time.Until(h.valid))
-		h.renewT.Reset(l.ttl / 3)
+		l.sched.add([]*Held{h}, time.Now().Add(l.ttl/3))
 	case err == nil:
 		h.loseLocked(ErrStolen)
 	default:
-		// Unreachable or slow: retry soon; expire fires if no renewal
-		// succeeds before the validity ends.
-		h.renewT.Reset(max(time.Until(h.valid)/4, time.Millisecond))
+		// Unreachable or slow: retry soon; the lock is lost if no
+		// renewal succeeds before the validity ends.
+		retry := time.Now().Add(max(time.Until(h.valid)/4, time.Millisecond))
+		if retry.After(h.valid) {
+			retry = h.valid
+		}
+		l.sched.add([]*Held{h}, retry)
 	}
-}
-
-// expire runs from expireT at the end of the validity.
-func (h *Held) expire() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.done {
-		return
-	}
-	if d := time.Until(h.valid); d > 0 { // renewed meanwhile
-		h.expireT.Reset(d)
-		return
-	}
-	h.loseLocked(fmt.Errorf("%w (no renewal succeeded within %v of sending it)", ErrLeaseExpired, h.l.ttl-h.l.drift))
 }
 
 func (h *Held) loseLocked(reason error) {
 	h.done = true
-	h.renewT.Stop()
-	h.expireT.Stop()
+	h.l.sched.remove(h)
 	h.cancel(&caesura.LostError{Key: h.key, Err: reason})
+}
+
+// sched runs the renewals and validity checks of a Locker's Helds from one
+// runtime timer. A timer per Held would be armed at every acquisition, and
+// arming a timer earlier than any other wakes the Go network poller: while
+// the goroutine waits for Redis that costs more than all of a lock's own
+// bookkeeping. The shared timer stays armed for the earliest event even
+// when that Held is gone, so in a steady state an acquisition arms nothing.
+type sched struct {
+	mu    sync.Mutex
+	heap  heldHeap
+	timer *time.Timer
+	at    time.Time // when timer fires; zero when it is not armed
+}
+
+// add (re)schedules each of hs at t. Callers hold each Held's mu or own
+// the Helds alone.
+func (s *sched) add(hs []*Held, t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range hs {
+		h.next = t
+		if h.idx >= 0 {
+			heap.Fix(&s.heap, h.idx)
+		} else {
+			heap.Push(&s.heap, h)
+		}
+	}
+	if s.at.IsZero() || t.Before(s.at) {
+		s.armLocked(t)
+	}
+}
+
+// remove unschedules h. The timer stays armed.
+func (s *sched) remove(h *Held) {
+	s.mu.Lock()
+	if h.idx >= 0 {
+		heap.Remove(&s.heap, h.idx)
+	}
+	s.mu.Unlock()
+}
+
+func (s *sched) armLocked(t time.Time) {
+	s.at = t
+	if s.timer == nil {
+		s.timer = time.AfterFunc(time.Until(t), s.fire)
+	} else {
+		s.timer.Reset(time.Until(t))
+	}
+}
+
+// fire runs from the timer: it takes the Helds that are due off the heap,
+// re-arms the timer for the next one, and runs their events, each in a
+// goroutine of its own (a renewal waits for Redis).
+func (s *sched) fire() {
+	now := time.Now()
+	var due []*Held
+	s.mu.Lock()
+	s.at = time.Time{}
+	for len(s.heap) > 0 && !s.heap[0].next.After(now) {
+		due = append(due, heap.Pop(&s.heap).(*Held))
+	}
+	if len(s.heap) > 0 {
+		s.armLocked(s.heap[0].next)
+	}
+	s.mu.Unlock()
+	for _, h := range due {
+		go h.event()
+	}
+}
+
+// heldHeap orders Helds by their next event (container/heap).
+type heldHeap []*Held
+
+func (q heldHeap) Len() int           { return len(q) }
+func (q heldHeap) Less(i, j int) bool { return q[i].next.Before(q[j].next) }
+func (q heldHeap) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].idx = i
+	q[j].idx = j
+}
+func (q *heldHeap) Push(x any) {
+	h := x.(*Held)
+	h.idx = len(*q)
+	*q = append(*q, h)
+}
+func (q *heldHeap) Pop() any {
+	old := *q
+	h := old[len(old)-1]
+	old[len(old)-1] = nil
+	h.idx = -1
+	*q = old[:len(old)-1]
+	return h
 }

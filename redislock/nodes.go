@@ -77,9 +77,10 @@ func (l *Locker) onNodes(f func(i int, c Client) error) []error {
 	return errs
 }
 
-// nodeCtx bounds one master's share of an operation (as redsync does, with
+// nodeCtx bounds each master's share of an operation (as redsync does, with
 // a larger floor for loaded machines), so that a dead master cannot eat the
-// validity.
+// validity. The calls to the masters run in parallel from the same moment,
+// so they share one context (and one runtime timer).
 func (l *Locker) nodeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, min(max(l.ttl/10, 100*time.Millisecond), (l.ttl-l.drift)/3))
 }
@@ -96,9 +97,9 @@ func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err e
 	}
 	var mu sync.Mutex
 	ok, gone := 0, 0
+	nctx, cancel := l.nodeCtx(ctx)
+	defer cancel()
 	errs := l.onNodes(func(_ int, c Client) error {
-		nctx, cancel := l.nodeCtx(ctx)
-		defer cancel()
 		idx, err := run(nctx, c)
 		mu.Lock()
 		defer mu.Unlock()
@@ -210,9 +211,8 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 		var mu sync.Mutex
 		ok, failed := 0, 0
 		var rem time.Duration
+		nctx, cancel := l.nodeCtx(ctx)
 		errs := l.onNodes(func(_ int, c Client) error {
-			nctx, cancel := l.nodeCtx(ctx)
-			defer cancel()
 			vals, err := acquireScript.Run(nctx, c, keys, tok, l.ttlArg, "0", l.qttlArg, l.channel).Slice()
 			var granted bool
 			var r time.Duration
@@ -231,6 +231,7 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 			}
 			return err
 		})
+		cancel()
 		valid := start.Add(l.ttl - l.drift)
 		if ok >= l.quorum && time.Until(valid) > 0 {
 			return l.newHelds(ms, tok, make([]uint64, len(ms)), start), nil

@@ -72,6 +72,8 @@ type Locker struct {
 
 	ttlArg, qttlArg string
 
+	sched sched // renewals and validity checks of the Helds
+
 	mu      sync.Mutex
 	waiters map[string]*waiter // by token
 	sub     *redis.PubSub

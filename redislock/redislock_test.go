@@ -634,3 +634,55 @@ func TestRunBatchTwoRoundTrips(t *testing.T) {
 		t.Fatalf("Run with an 8-key yield: %d script calls, want 2 (one acquire, one release)", got)
 	}
 }
+
+// TestManyHeldRenewed holds many locks of one Locker (its one scheduler
+// renews them all) past several TTLs, releases every other one, and then
+// kills Redis: the rest must be reported lost within the TTL.
+func TestManyHeldRenewed(t *testing.T) {
+	s := startServer(t)
+	const ttl, n = 150 * time.Millisecond, 100
+	l := s.locker(t, &redislock.Options{TTL: ttl})
+	other := s.locker(t, &redislock.Options{TTL: ttl})
+	ctx := ctxT(t, 20*time.Second)
+	hs := make([]*redislock.Held, n)
+	for i := range hs {
+		hs[i] = mustAcquire(t, ctx, l.Mutex("many"+strconv.Itoa(i)))
+	}
+	held := func(i int) {
+		t.Helper()
+		if err := hs[i].Lost().Err(); err != nil {
+			t.Fatalf("lock %d lost while renewed: %v", i, context.Cause(hs[i].Lost()))
+		}
+		if _, err := other.Mutex("many" + strconv.Itoa(i)).TryAcquire(ctx); !errors.Is(err, caesura.ErrNotAcquired) {
+			t.Fatalf("TryAcquire of renewed lock %d: got %v, want ErrNotAcquired", i, err)
+		}
+	}
+	time.Sleep(4 * ttl)
+	for i := range hs {
+		held(i)
+	}
+	for i := 1; i < n; i += 2 {
+		if err := hs[i].Release(ctx); err != nil {
+			t.Fatalf("Release %d: %v", i, err)
+		}
+	}
+	time.Sleep(3 * ttl)
+	for i := 0; i < n; i += 2 {
+		held(i)
+	}
+	killed := time.Now()
+	s.Kill()
+	for i := 0; i < n; i += 2 {
+		select {
+		case <-hs[i].Lost().Done():
+		case <-time.After(2 * ttl):
+			t.Fatalf("lock %d not reported lost after Redis died", i)
+		}
+		if c := context.Cause(hs[i].Lost()); !errors.Is(c, redislock.ErrLeaseExpired) {
+			t.Fatalf("lock %d: loss cause %v, want ErrLeaseExpired", i, c)
+		}
+	}
+	if d := time.Since(killed); d > ttl+50*time.Millisecond {
+		t.Errorf("all losses reported %v after Redis died, want within the TTL %v", d, ttl)
+	}
+}

@@ -20,10 +20,24 @@ import "github.com/redis/go-redis/v9"
 //
 // Every script takes the same ARGV: token, lease TTL (ms), mode ("0" try,
 // "1" wait in the queue), queue entry validity (ms), channel.
-const prelude = `
-local tok, ttl, mode, qttl, ch = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+//
+// The acquire and release scripts start with a fast path for the common
+// case (acquire: every key free and nobody queued; release: every key owned
+// by the caller and nobody queued) that returns before the prelude: it does
+// what the general path would do, with fewer commands and without creating
+// the prelude's functions, which Lua would otherwise do on every call.
+const clock = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+const args = `
+local tok, ttl, mode, qttl, ch = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+`
+
+const prelude = args + clock + funcs
+
+const funcs = `
 local W = 55
 
 local function holder(k)
@@ -94,13 +108,39 @@ end
 // were handed to it earlier (ordered hold-and-wait), gives up every key above
 // it (handing them on), and in wait mode holds a place in the queue of the
 // blocking key only.
-var acquireScript = redis.NewScript(prelude + `
+//
+// The fast path takes the keys when each is free (no owner, or a lapsed
+// lease of another token) and has no queue; the general path then finds
+// the keys' state read already in vs.
+var acquireScript = redis.NewScript(clock + `
 local n = #KEYS
+local vs = {}
+do
+  local tok, ttl = ARGV[1], tonumber(ARGV[2])
+  local fast = true
+  for i = 1, n do
+    local v = redis.call('HMGET', KEYS[i], 'owner', 'until', 'q')
+    vs[i] = v
+    if v[3] or v[1] == tok or (v[1] and v[1] ~= '' and tonumber(v[2]) > now) then
+      fast = false
+      break
+    end
+  end
+  if fast then
+    local res = {1}
+    for i = 1, n do
+      res[i + 1] = tostring(redis.call('HINCRBY', KEYS[i], 'fence', 1))
+      redis.call('HSET', KEYS[i], 'owner', tok, 'until', now + ttl)
+    end
+    return res
+  end
+end
+` + args + funcs + `
 local block, rem = 0, 0
 local own, qs = {}, {}
 for i = 1, n do
   local k = KEYS[i]
-  local v = redis.call('HMGET', k, 'owner', 'until', 'q')
+  local v = vs[i] or redis.call('HMGET', k, 'owner', 'until', 'q')
   if v[1] == tok then
     own[i] = true
   elseif v[1] and v[1] ~= '' and tonumber(v[2]) > now then
@@ -149,7 +189,29 @@ return {0, block, rem}
 
 // releaseScript frees each key the token owns (even past its lease, as
 // nobody took it) and hands it to its head waiter. It returns 1 or 0 per key.
-var releaseScript = redis.NewScript(prelude + `
+// Its fast path, when the token owns every key and nobody queues, needs no
+// clock.
+var releaseScript = redis.NewScript(`
+do
+  local tok, n = ARGV[1], #KEYS
+  local fast = true
+  for i = 1, n do
+    local v = redis.call('HMGET', KEYS[i], 'owner', 'q')
+    if v[1] ~= tok or v[2] then
+      fast = false
+      break
+    end
+  end
+  if fast then
+    local res = {}
+    for i = 1, n do
+      redis.call('HSET', KEYS[i], 'owner', '', 'until', '0')
+      res[i] = 1
+    end
+    return res
+  end
+end
+` + prelude + `
 local res = {}
 for i = 1, #KEYS do
   local k = KEYS[i]
