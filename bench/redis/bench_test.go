@@ -17,6 +17,8 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
+	"github.com/redis/rueidis/rueidislock"
 	"go.uber.org/goleak"
 
 	"github.com/caesura-go/caesura/redislock"
@@ -34,16 +36,25 @@ func TestMain(m *testing.M) {
 // impl is one lock library behind a blocking lock call.
 type impl struct {
 	name string
-	// make returns the lock function on client c.
-	make func(tb testing.TB, c *redis.Client) lockFunc
+	// make returns the lock function on the server of client c. The
+	// go-redis libraries use c, whose hooks count their commands; the
+	// others open a client of their own to c's address and count into cnt
+	// (which may be nil).
+	make func(tb testing.TB, c *redis.Client, cnt *counter) lockFunc
 }
 
 type lockFunc func(ctx context.Context, key string) (unlock func(context.Context) error, err error)
 
 const ttl = 8 * time.Second
 
+// The libraries compared, by name (see implNamed): caesura; redsync v4 with
+// its default retry (32 tries 50-250ms apart) and tuned to retry every 1ms
+// (up to 100000 tries, so that no contended wait gives up); bsm/redislock
+// with a linear backoff of 100ms and of 1ms; rueidislock on one key per lock
+// (KeyMajority 1, the setting its README gives for one Redis), waiting for
+// client-side caching invalidations (see rueidisImpl).
 var impls = []impl{
-	{"caesura", func(tb testing.TB, c *redis.Client) lockFunc {
+	{"caesura", func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
 		rl, err := redislock.New(c, &redislock.Options{TTL: ttl})
 		if err != nil {
 			tb.Fatal(err)
@@ -57,22 +68,102 @@ var impls = []impl{
 			return h.Release, nil
 		}
 	}},
-	{"redsync-default", func(tb testing.TB, c *redis.Client) lockFunc {
+	{"redsync-default", redsyncImpl()},
+	{"redsync-1ms", redsyncImpl(redsync.WithRetryDelay(time.Millisecond), redsync.WithTries(100000))},
+	{"bsm-linear100ms", bsmImpl(100 * time.Millisecond)},
+	{"bsm-linear1ms", bsmImpl(time.Millisecond)},
+	{"rueidislock", rueidisImpl},
+}
+
+// implNamed returns the impl called name.
+func implNamed(name string) impl {
+	for _, im := range impls {
+		if im.name == name {
+			return im
+		}
+	}
+	panic("redisbench: no impl " + name)
+}
+
+// implsNamed returns the impls called names, in that order.
+func implsNamed(names ...string) []impl {
+	out := make([]impl, len(names))
+	for i, n := range names {
+		out[i] = implNamed(n)
+	}
+	return out
+}
+
+func redsyncImpl(opts ...redsync.Option) func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
+	return func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
 		rs := redsync.New(goredis.NewPool(c))
+		opts := append([]redsync.Option{redsync.WithExpiry(ttl)}, opts...)
 		return func(ctx context.Context, key string) (func(context.Context) error, error) {
-			m := rs.NewMutex(key, redsync.WithExpiry(ttl))
+			m := rs.NewMutex(key, opts...)
 			if err := m.LockContext(ctx); err != nil {
 				return nil, err
 			}
 			return func(ctx context.Context) error { _, err := m.UnlockContext(ctx); return err }, nil
 		}
-	}},
-	{"bsm-linear100ms", bsmImpl(100 * time.Millisecond)},
-	{"bsm-linear1ms", bsmImpl(time.Millisecond)},
+	}
 }
 
-func bsmImpl(backoff time.Duration) func(tb testing.TB, c *redis.Client) lockFunc {
-	return func(tb testing.TB, c *redis.Client) lockFunc {
+// rueidisImpl is rueidislock on a rueidis client of its own. Its release
+// (the cancel function) returns once the key is deleted.
+//
+// NoLoopTracking stays off (rueidislock's default), although its README
+// advises it for Redis 7.0.5 and later: with it, a waiter is woken only by
+// other clients' writes, and on a loaded machine a WithContext call whose
+// own acquire timed out (TryNextAfter, 20ms) after the server had set the
+// key waited forever for an uncontended key (seen in BenchmarkUncontended:
+// the key is deleted by the same client, which NOLOOP does not notify).
+func rueidisImpl(tb testing.TB, c *redis.Client, cnt *counter) lockFunc {
+	lk, err := rueidislock.NewLocker(rueidislock.LockerOption{
+		ClientOption: rueidis.ClientOption{InitAddress: []string{c.Options().Addr}},
+		KeyMajority:  1,
+		KeyValidity:  ttl,
+		ClientBuilder: func(o rueidis.ClientOption) (rueidis.Client, error) {
+			rc, err := rueidis.NewClient(o)
+			if err != nil || cnt == nil {
+				return rc, err
+			}
+			return countingRueidis{rc, cnt}, nil
+		},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(lk.Close)
+	return func(ctx context.Context, key string) (func(context.Context) error, error) {
+		_, cancel, err := lk.WithContext(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		return func(context.Context) error { cancel(); return nil }, nil
+	}
+}
+
+// countingRueidis counts the commands sent through a rueidis client as the
+// go-redis hook does.
+type countingRueidis struct {
+	rueidis.Client
+	cnt *counter
+}
+
+func (c countingRueidis) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	c.cnt.add(cmd.Commands()[0], 1)
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c countingRueidis) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	for _, cmd := range cmds {
+		c.cnt.add(cmd.Commands()[0], 1)
+	}
+	return c.Client.DoMulti(ctx, cmds...)
+}
+
+func bsmImpl(backoff time.Duration) func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
+	return func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
 		bl := bsm.New(c)
 		return func(ctx context.Context, key string) (func(context.Context) error, error) {
 			l, err := bl.Obtain(ctx, key, ttl, &bsm.Options{RetryStrategy: bsm.LinearBackoff(backoff)})
@@ -85,16 +176,20 @@ func bsmImpl(backoff time.Duration) func(tb testing.TB, c *redis.Client) lockFun
 }
 
 // BenchmarkUncontended: one goroutine, lock + release, distinct keys.
+// server-µs/op is the time Redis spent in the commands sent (INFO
+// commandstats).
 func BenchmarkUncontended(b *testing.B) {
 	s := startServer(b)
 	ctx := context.Background()
-	for _, im := range impls[:3] {
+	stats := s.client(b, nil)
+	for _, im := range implsNamed("caesura", "redsync-default", "bsm-linear100ms", "rueidislock") {
 		b.Run(im.name, func(b *testing.B) {
 			cnt := &counter{}
-			lock := im.make(b, s.client(b, cnt))
+			lock := im.make(b, s.client(b, cnt), cnt)
 			unlock, _ := lock(ctx, "warm") // load scripts
 			unlock(ctx)
 			cnt.n.Store(0)
+			before := commandUsec(b, stats)
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
@@ -108,6 +203,7 @@ func BenchmarkUncontended(b *testing.B) {
 				i++
 			}
 			b.ReportMetric(float64(cnt.n.Load())/float64(i), "cmds/op")
+			b.ReportMetric(serverMicros(before, commandUsec(b, stats), cnt, i), "server-µs/op")
 		})
 	}
 	b.Run("caesura-Run", func(b *testing.B) {
@@ -202,10 +298,10 @@ func BenchmarkEightKeys(b *testing.B) {
 			}
 		})
 	})
-	for _, im := range impls[1:3] {
+	for _, im := range implsNamed("redsync-default", "bsm-linear100ms", "rueidislock") {
 		b.Run(im.name+"-sequential", func(b *testing.B) {
 			cnt := &counter{}
-			lock := im.make(b, s.client(b, cnt))
+			lock := im.make(b, s.client(b, cnt), cnt)
 			run(b, cnt, func() func() {
 				unlocks := make([]func(context.Context) error, len(keys))
 				for i, k := range keys {
@@ -281,7 +377,7 @@ func BenchmarkContended(b *testing.B) {
 				var rs []record
 				var wg sync.WaitGroup
 				errc := make(chan error, contenders)
-				lock := im.make(b, s.client(b, cnt)) // one client and Locker, as in one program
+				lock := im.make(b, s.client(b, cnt), cnt) // one client and Locker, as in one program
 				for w := range contenders {
 					wg.Add(1)
 					go func() {
@@ -358,7 +454,7 @@ func worker(spec string) int {
 	ctr := redis.NewClient(&redis.Options{Addr: f[0]})
 	defer c.Close()
 	defer ctr.Close()
-	lock := im.make(tb, c)
+	lock := im.make(tb, c, cnt)
 	ctx := context.Background()
 	unlock, err := lock(ctx, f[2]+":warm"+f[3]) // connect, load scripts, subscribe lazily
 	if err == nil {
@@ -402,7 +498,7 @@ func TestSmoke(t *testing.T) {
 	s := startServer(t)
 	ctx := context.Background()
 	for _, im := range impls {
-		lock := im.make(t, s.client(t, nil))
+		lock := im.make(t, s.client(t, nil), nil)
 		unlock, err := lock(ctx, "smoke:"+im.name)
 		if err != nil {
 			t.Fatalf("%s: lock: %v", im.name, err)

@@ -1,12 +1,24 @@
-// Package redisbench compares caesura's Redis backend with redsync v4 and
-// bsm/redislock on one local redis-server that the benchmarks start
-// themselves: uncontended lock+release, 8 keys at once, and 8 workers
-// contending for one key (as goroutines and as separate processes), with the
+// Package redisbench compares caesura's Redis backend with redsync v4,
+// bsm/redislock and rueidislock on local redis-server processes that the
+// benchmarks start themselves: uncontended lock+release (with the server
+// time per cycle from INFO commandstats), 8 keys at once, 8 workers
+// contending for one key (as goroutines and as separate processes, with the
 // hand-off, fairness and Redis-command measures of
-// shared/research/measured-peers.md.
+// shared/research/measured-peers.md), Redlock over three servers (caesura's
+// NewRedlock against redsync with three pools), and 100,000 locks held at
+// once (server memory per lock, time to take and give back them all).
 //
-//	cd bench/redis && GOWORK=off go test -run '^$' -bench . -benchtime 1x -count 1   # contended runs
-//	GOWORK=off go test -run '^$' -bench 'Uncontended|EightKeys' -benchmem
+// Peers and their settings: redsync with its default retry (32 tries
+// 50-250ms apart) and "redsync-1ms" (retry delay 1ms, 100000 tries); bsm
+// with a linear backoff of 100ms and of 1ms; rueidislock with KeyMajority 1
+// (one key per lock, as its README advises for one Redis) and its default
+// tracking (NOLOOP off: see rueidisImpl).
+//
+//	cd bench/redis && GOWORK=off go test -run '^$' -bench . -benchtime 1x -count 1   # contended runs, Held100k
+//	GOWORK=off go test -run '^$' -bench 'Uncontended|EightKeys|Redlock' -benchmem
+//
+// On a shared machine, compare runs interleaved (run the whole set several
+// times with -count 1, then benchstat), or use BenchmarkInterleaved.
 //
 // It lives in a module of its own so that no user of caesura pulls the peer
 // libraries.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,8 +29,37 @@ func startServer(tb testing.TB) *server {
 	return &server{addr: testredis.Start(tb, testredis.Options{Why: "the Redis benchmarks"}).Addr()}
 }
 
-// counter counts the commands a client sends (a pipeline counts each).
-type counter struct{ n atomic.Int64 }
+// counter counts the commands a client sends (a pipeline counts each), and
+// remembers their names.
+type counter struct {
+	n     atomic.Int64
+	mu    sync.Mutex
+	names map[string]bool // lower case
+}
+
+func (c *counter) add(name string, n int) {
+	c.n.Add(int64(n))
+	name = strings.ToLower(name)
+	c.mu.Lock()
+	if !c.names[name] {
+		if c.names == nil {
+			c.names = map[string]bool{}
+		}
+		c.names[name] = true
+	}
+	c.mu.Unlock()
+}
+
+// commands returns the names of the commands counted.
+func (c *counter) commands() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for name := range c.names {
+		out = append(out, name)
+	}
+	return out
+}
 
 func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
@@ -37,14 +67,16 @@ func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		switch cmd.Name() {
 		case "hello", "client", "ping":
 		default:
-			c.n.Add(1)
+			c.add(cmd.Name(), 1)
 		}
 		return next(ctx, cmd)
 	}
 }
 func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(int64(len(cmds)))
+		for _, cmd := range cmds {
+			c.add(cmd.Name(), 1)
+		}
 		return next(ctx, cmds)
 	}
 }
@@ -56,6 +88,41 @@ func (s *server) client(tb testing.TB, cnt *counter) *redis.Client {
 	}
 	tb.Cleanup(func() { c.Close() })
 	return c
+}
+
+// commandUsec returns the server's total time (µs) in each command, from
+// INFO commandstats. Commands called from a script count in their own
+// entry too, so add up only the commands a client sent itself.
+func commandUsec(tb testing.TB, c *redis.Client) map[string]int64 {
+	tb.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_")
+		if !ok {
+			continue
+		}
+		name, stats, _ := strings.Cut(rest, ":")
+		for _, f := range strings.Split(stats, ",") {
+			if v, ok := strings.CutPrefix(f, "usec="); ok {
+				out[name], _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	return out
+}
+
+// serverMicros reports the server time per op (µs) that the commands in
+// cnt took between the two commandUsec readings.
+func serverMicros(before, after map[string]int64, cnt *counter, ops int) float64 {
+	var us int64
+	for _, name := range cnt.commands() {
+		us += after[name] - before[name]
+	}
+	return float64(us) / float64(ops)
 }
 
 // mono is CLOCK_MONOTONIC in ns: comparable across processes.

@@ -67,10 +67,12 @@ func BenchmarkInterleaved(b *testing.B) {
 	for _, k := range keys {
 		locks = append(locks, rl.Mutex(k))
 	}
+	mk := func(name string) lockFunc { return implNamed(name).make(b, client(), nil) }
 	jobs := []job{
-		{"1key/caesura", single(impls[0].make(b, client()))},
-		{"1key/redsync", single(impls[1].make(b, client()))},
-		{"1key/bsm", single(impls[2].make(b, client()))},
+		{"1key/caesura", single(mk("caesura"))},
+		{"1key/redsync", single(mk("redsync-default"))},
+		{"1key/bsm", single(mk("bsm-linear100ms"))},
+		{"1key/rueidislock", single(mk("rueidislock"))},
 		{"1key/caesura-Run", func(i int) time.Duration {
 			m := rl.Mutex("run" + strconv.Itoa(i%512))
 			t0 := time.Now()
@@ -89,8 +91,9 @@ func BenchmarkInterleaved(b *testing.B) {
 			rl.ReleaseBatch(ctx, hs)
 			return d
 		}},
-		{"8keys-acquire/redsync-sequential", sequential(impls[1].make(b, client()))},
-		{"8keys-acquire/bsm-sequential", sequential(impls[2].make(b, client()))},
+		{"8keys-acquire/redsync-sequential", sequential(mk("redsync-default"))},
+		{"8keys-acquire/bsm-sequential", sequential(mk("bsm-linear100ms"))},
+		{"8keys-acquire/rueidislock-sequential", sequential(mk("rueidislock"))},
 	}
 	for _, j := range jobs { // warm up: connections, scripts
 		for i := range 20 {
