@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caesura-go/caesura"
@@ -143,7 +143,9 @@ type Locker struct {
 	driftSet   bool          // drift came from WithDrift
 	renewEvery time.Duration // the keep-alive interval; 0 until New sets the default
 	batch      *batcher
-	seq        atomic.Uint64
+	slotMu     sync.Mutex
+	freeSlots  []uint64 // waiter key slots free for reuse, see newKey
+	nextSlot   uint64
 	starts     chan struct{} // one token: serializes session starts, honouring contexts
 
 	// maxWatched (at least 1) bounds the keys ahead of a waiter that it
@@ -491,10 +493,45 @@ func (l *Locker) deleteKey(ctx context.Context, ekey string, rev int64, timeout 
 	return err
 }
 
-// newKey returns a fresh waiter key in queue for session s: unique to one
-// acquisition, so deleting it by name can never touch another acquisition.
+// newKey returns a waiter key in queue for session s, unique among the keys
+// that may exist: its slot number is in use by no other acquisition of this
+// Locker until freeKey gives it back.
+//
+// Slots are reused so that a lock's queue sees a few names again and again,
+// as concurrency.Mutex's one key per session does: etcd keeps every key name
+// ever written in its index until compaction, and the read of the keys ahead
+// of a waiter visits all of them, so a fresh name per acquisition made every
+// acquisition slower than the last (measured: uncontended 1.26x Mutex after a
+// few thousand acquisitions). A name is given back only once its key is
+// known to be gone (deleted by a request that succeeded, or never created);
+// a name whose fate is unknown (a request that failed, cleaned up later by
+// name) is never used again, so a late delete by name can never touch a
+// newer acquisition.
 func (l *Locker) newKey(queue string, s *session) string {
-	return fmt.Sprintf("%s%016x-%x", queue, int64(s.id), l.seq.Add(1))
+	l.slotMu.Lock()
+	var slot uint64
+	if n := len(l.freeSlots); n > 0 {
+		slot = l.freeSlots[n-1]
+		l.freeSlots = l.freeSlots[:n-1]
+	} else {
+		l.nextSlot++
+		slot = l.nextSlot
+	}
+	l.slotMu.Unlock()
+	return fmt.Sprintf("%s%016x-%x", queue, int64(s.id), slot)
+}
+
+// freeKey gives ekey's slot back for reuse: ekey does not exist, and no
+// request in flight can create or delete it.
+func (l *Locker) freeKey(ekey string) {
+	i := strings.LastIndexByte(ekey, '-')
+	slot, err := strconv.ParseUint(ekey[i+1:], 16, 64)
+	if i < 0 || err != nil {
+		return // not a name of newKey's: nothing to give back
+	}
+	l.slotMu.Lock()
+	l.freeSlots = append(l.freeSlots, slot)
+	l.slotMu.Unlock()
 }
 
 // escapeName maps a lock name to a path segment without "/", one-to-one, so

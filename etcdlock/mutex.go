@@ -252,6 +252,8 @@ func (h *held) Release(ctx context.Context) error {
 	if err != nil {
 		h.m.l.cleanupLater(h.s, h.ekey, h.rev)
 		err = fmt.Errorf("etcdlock: release %s: %w: %w", quote(h.m.key), ErrUnavailable, err)
+	} else {
+		h.m.l.freeKey(h.ekey) // deleted now, or gone before
 	}
 	switch {
 	case lostCause != nil:
@@ -273,6 +275,8 @@ func (h *held) abort() {
 	// etcd is slow to answer, go on trying in the background.
 	if err := h.m.l.deleteKey(context.Background(), h.ekey, h.rev, time.Second); err != nil {
 		h.m.l.cleanupLater(h.s, h.ekey, h.rev)
+	} else {
+		h.m.l.freeKey(h.ekey)
 	}
 }
 
@@ -708,6 +712,15 @@ func (b *batcher) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]cae
 				break
 			}
 		}
+		// The transaction took its else branch: no key was written, and
+		// the next one writes only ekeys[:k+1].
+		unused := ekeys
+		if k >= 0 {
+			unused = ekeys[k+1:]
+		}
+		for _, key := range unused {
+			b.l.freeKey(key)
+		}
 		if k < 0 {
 			continue // freed meanwhile: try the whole rest again
 		}
@@ -723,6 +736,9 @@ func (b *batcher) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]cae
 			return fail(rest[0].requestErr(ctx, fmt.Errorf("batch: %w", err)))
 		}
 		if !resp.Succeeded {
+			for _, key := range ekeys[:k+1] {
+				b.l.freeKey(key) // not written
+			}
 			continue // one of rest[:k] was taken meanwhile: start over at i
 		}
 		for j := range k {
@@ -785,6 +801,9 @@ func (b *batcher) ReleaseBatch(ctx context.Context, helds []caesura.Held) error 
 			errs = append(errs, fmt.Errorf("etcdlock: release %s: %w: %w", quote(h.m.key), caesura.ErrNotHeld, lostCause))
 		case !resp.Responses[i].GetResponseTxn().Succeeded:
 			errs = append(errs, fmt.Errorf("etcdlock: release %s: %w: key %s no longer exists", quote(h.m.key), caesura.ErrNotHeld, quote(h.ekey)))
+		}
+		if err == nil {
+			h.m.l.freeKey(h.ekey) // deleted now, or gone before
 		}
 	}
 	return errors.Join(errs...)
