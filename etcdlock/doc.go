@@ -19,8 +19,11 @@
 // keys under prefix + n + "/" (with "/" and "%" in n escaped, so that no
 // queue is a prefix of another); every acquisition creates a key of its own,
 // attached to the lease, in a transaction that also reads the keys already
-// queued (the newest 64 of them). The holder is the key with the lowest
-// create revision.
+// queued (the newest of them, or the newest n with [WithWatchAhead]). The
+// holder is the key with the lowest create revision. Key names are reused
+// once their key is known to be gone, so a queue sees about as many names as
+// acquisitions ever ran at once: etcd keeps every name in its index until
+// compaction, and a waiter's read visits them all.
 //
 // # Guarantees
 //
@@ -31,27 +34,27 @@
 //     which the watch events (delivered in revision order) showed each of
 //     those deleted and its own key not.
 //   - FIFO order: waiters get the lock in the order their keys were created
-//     (their create revisions). A waiter with at most 64 keys ahead watches
-//     every deletion in its queue and, once the server confirms the watch,
-//     reads which keys are ahead (at a revision R); from then on it strikes
-//     a key off only on a delete event later than R, and holds the lock when
-//     none is left, so the last release ahead hands the lock over with one
-//     event and no request. The set only shrinks: a later key is behind. A
-//     waiter further back watches only the 64th key ahead and reads the
-//     queue again when that key is gone. So a release sends events to at
-//     most 64 waiters that follow the whole queue and to those that watch
-//     the released key (usually one), and only the deletion of a waiter's
-//     own key or of the one key it watches makes it send a request. Watches
-//     are opened at the current revision (the server counts them as synced
-//     and sends a deletion at once; a watch from an older revision is
-//     served by a 100 ms catch-up loop, which is what pins etcd's own
-//     concurrency.Mutex at about ten hand-offs a second per waiter), and the
-//     read after the server's confirmation covers what happened before; a
-//     watch that breaks is opened again and followed by a new read.
-//   - Release is conditioned on the key's create revision, and every
-//     acquisition has a key name of its own: a stale or repeated Release can
-//     never delete a newer holder's key (etcd issue 22082). It reports
-//     [caesura.ErrNotHeld] instead.
+//     (their create revisions). By default a waiter watches only its
+//     predecessor (no herd), and reads the queue again when that key is
+//     gone; the one waiter right behind the holder instead watches its
+//     queue's deletions and, once the server confirms the watch, reads
+//     which keys are ahead (at a revision R); from then on it strikes a key
+//     off only on a delete event later than R, and holds the lock when none
+//     is left, so a release hands the lock over with one event and no
+//     request. The set only shrinks: a later key is behind. [WithWatchAhead]
+//     lets waiters with up to n keys ahead follow the queue that way (every
+//     deletion then reaches up to n waiters). Watches are opened at the
+//     current revision (the server counts them as synced and sends a
+//     deletion at once; a watch from an older revision is served by a
+//     100 ms catch-up loop, which is what pins etcd's own concurrency.Mutex
+//     at about ten hand-offs a second per waiter), and the read after the
+//     server's confirmation covers what happened before; a watch that
+//     breaks is opened again and followed by a new read.
+//   - Release is conditioned on the key's create revision, and no two keys
+//     that exist at once share a name (a name is reused only once its key is
+//     known to be gone, never after a request whose outcome is unknown): a
+//     stale or repeated Release can never delete a newer holder's key (etcd
+//     issue 22082). It reports [caesura.ErrNotHeld] instead.
 //   - TryAcquire takes the lock in one transaction only if its queue is
 //     empty, and writes nothing otherwise.
 //   - A run of this backend's locks in one yield is taken in one transaction

@@ -86,6 +86,9 @@ func TestOptions(t *testing.T) {
 		{"TTL rounded up", []Option{WithTTL(1500 * time.Millisecond)}, true},
 		{"zero TTL", []Option{WithTTL(0)}, false},
 		{"negative TTL", []Option{WithTTL(-time.Second)}, false},
+		{"watch ahead", []Option{WithWatchAhead(64)}, true},
+		{"watch ahead zero", []Option{WithWatchAhead(0)}, false},
+		{"watch ahead too many", []Option{WithWatchAhead(maxWatchAhead + 1)}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -22,7 +22,7 @@ var waitModes = []struct {
 	name       string
 	maxWatched int
 }{
-	{"watch-all", defaultMaxWatched},
+	{"watch-all", 64},
 	{"watch-one", 1},
 }
 
