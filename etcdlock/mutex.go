@@ -295,6 +295,19 @@ func (h *held) stopMonitor() {
 // that the key was not deleted before.
 func (h *held) monitor() {
 	defer close(h.done)
+	// Watch blocks until the server accepts the watch, so with etcd
+	// unreachable it must be cut short by its context when the monitor is
+	// stopped (Release waits for the monitor) or the lock is lost.
+	mctx, mcancel := context.WithCancel(context.Background())
+	defer mcancel()
+	go func() {
+		select {
+		case <-h.stop:
+		case <-h.lost.Done():
+		case <-mctx.Done():
+		}
+		mcancel()
+	}()
 	for {
 		select {
 		case <-h.stop:
@@ -303,7 +316,7 @@ func (h *held) monitor() {
 			return
 		default:
 		}
-		wctx, wcancel := context.WithCancel(context.Background())
+		wctx, wcancel := context.WithCancel(mctx)
 		wch := h.m.l.client.Watch(wctx, h.ekey, clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
 		gone, stopped := h.watchKey(wch)
 		wcancel()
