@@ -23,6 +23,7 @@ import (
 	"github.com/caesura-go/caesura/etcdlock"
 	"github.com/caesura-go/caesura/filelock"
 	"github.com/caesura-go/caesura/internal/testredis"
+	"github.com/caesura-go/caesura/memlock"
 	"github.com/caesura-go/caesura/pglock"
 	"github.com/caesura-go/caesura/redislock"
 )
@@ -68,6 +69,8 @@ type badHarness struct {
 	unreachableWait time.Duration
 	// unreachableIs is the error an unreachable server must match.
 	unreachableIs error
+	// dir is the file backend's lock directory ("" for the others).
+	dir string
 }
 
 // TestBadInput runs the bad-input table against every backend: an empty
@@ -81,7 +84,7 @@ type badHarness struct {
 // It does not run in parallel: the leak check of each case needs the
 // process to itself (the backends' scenario tests wait until it is done).
 func TestBadInput(t *testing.T) {
-	for _, name := range []string{"filelock", "redislock", "pglock", "etcdlock"} {
+	for _, name := range []string{"memlock", "filelock", "redislock", "pglock", "etcdlock"} {
 		t.Run(name, func(t *testing.T) {
 			h := badHarnessFor(t, name)
 			runBadInput(t, name, h)
@@ -91,9 +94,30 @@ func TestBadInput(t *testing.T) {
 
 func badHarnessFor(t *testing.T, name string) *badHarness {
 	switch name {
+	case "memlock":
+		// One Locker for both clients of a case: memlock's lock space is
+		// its Locker. It has no server, no lease and nothing to reach.
+		l := memlock.New(memlock.Options{})
+		return &badHarness{
+			open: func(t *testing.T, prefix string) (func(string) caesura.Lock, func()) {
+				return func(n string) caesura.Lock {
+					if n == "" {
+						return l.Mutex("")
+					}
+					return l.Mutex(prefix + n)
+				}, func() {}
+			},
+			leftovers: func(*testing.T, string, []string) string {
+				if n := l.Len(); n > 0 {
+					return fmt.Sprintf("%d keys held or waited for", n)
+				}
+				return ""
+			},
+		}
 	case "filelock":
 		dir := t.TempDir()
 		return &badHarness{
+			dir: dir,
 			open: func(t *testing.T, prefix string) (func(string) caesura.Lock, func()) {
 				l, err := filelock.New(filelock.Options{Dir: dir, Prefix: "file:" + prefix})
 				if err != nil {
@@ -524,6 +548,36 @@ func runBadInput(t *testing.T, backend string, h *badHarness) {
 		}
 	}
 
+	if backend == "filelock" {
+		const key = "../../etc/passwd"
+		caseRun(t, key+" as a key", []string{key}, func(t *testing.T, lock, _ func(string) caesura.Lock) string {
+			target := filepath.Join(h.dir, key) // where a naive name would land
+			before, berr := os.Stat(target)
+			err := caesura.Run(ctx(t, 10*time.Second), func(ctx context.Context, yield caesura.Yield) error {
+				return yield(lock(key))
+			})
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			after, aerr := os.Stat(target)
+			if (berr == nil) != (aerr == nil) || (berr == nil && (before.Size() != after.Size() || !before.ModTime().Equal(after.ModTime()))) {
+				t.Fatalf("%s changed: the key escaped the lock directory", target)
+			}
+			entries, err := os.ReadDir(h.dir)
+			if err != nil || len(entries) == 0 {
+				t.Fatalf("no lock file in the lock directory (%v)", err)
+			}
+			state := "still absent"
+			if aerr == nil {
+				state = "unchanged"
+			}
+			return "accepted: its lock file is in the lock directory under an escaped name; the path the key names relative to it is " + state
+		})
+	}
+
+	if h.unreachable == nil {
+		return // nothing to reach (memlock)
+	}
 	caseRun(t, cmp.Or(h.unreachableName, "unreachable server"), nil, func(t *testing.T, _, _ func(string) caesura.Lock) string {
 		l, closeDead := h.unreachable(t)
 		defer closeDead()
