@@ -193,9 +193,10 @@ type held struct {
 
 	lost       context.Context // cancelled when the key or session is gone
 	cancelLost context.CancelCauseFunc
-	timer      *time.Timer   // starts the monitor
-	stop       chan struct{} // closed to stop the monitor
-	done       chan struct{} // closed when the monitor has returned
+	timer      *time.Timer        // starts the monitor
+	stop       context.Context    // the monitor's: done when stopped or lost
+	stopFn     context.CancelFunc // stops the monitor
+	done       chan struct{}      // closed when the monitor has returned
 	released   atomic.Bool
 }
 
@@ -204,8 +205,9 @@ var errReleased = errors.New("etcdlock: lock released")
 
 func newHeld(m *lock, s *session, ekey string, rev int64) *held {
 	lost, cancel := context.WithCancelCause(s.ctx)
+	stop, stopFn := context.WithCancel(lost)
 	h := &held{m: m, s: s, ekey: ekey, rev: rev, lost: lost, cancelLost: cancel,
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: stop, stopFn: stopFn, done: make(chan struct{})}
 	h.timer = time.AfterFunc(monitorDelay, h.monitor)
 	return h
 }
@@ -281,7 +283,7 @@ func (h *held) abort() {
 }
 
 func (h *held) stopMonitor() {
-	close(h.stop)
+	h.stopFn()
 	if h.timer.Stop() {
 		return // never started
 	}
@@ -295,28 +297,11 @@ func (h *held) stopMonitor() {
 // that the key was not deleted before.
 func (h *held) monitor() {
 	defer close(h.done)
-	// Watch blocks until the server accepts the watch, so with etcd
-	// unreachable it must be cut short by its context when the monitor is
-	// stopped (Release waits for the monitor) or the lock is lost.
-	mctx, mcancel := context.WithCancel(context.Background())
-	defer mcancel()
-	go func() {
-		select {
-		case <-h.stop:
-		case <-h.lost.Done():
-		case <-mctx.Done():
-		}
-		mcancel()
-	}()
-	for {
-		select {
-		case <-h.stop:
-			return
-		case <-h.lost.Done():
-			return
-		default:
-		}
-		wctx, wcancel := context.WithCancel(mctx)
+	for h.stop.Err() == nil {
+		// Watch blocks until the server accepts the watch, so with etcd
+		// unreachable only its context ends it: h.stop, done when the
+		// monitor is stopped (Release waits for it) or the lock is lost.
+		wctx, wcancel := context.WithCancel(h.stop)
 		wch := h.m.l.client.Watch(wctx, h.ekey, clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
 		gone, stopped := h.watchKey(wch)
 		wcancel()
@@ -329,9 +314,7 @@ func (h *held) monitor() {
 		}
 		// The watch broke (client reconnecting): pause, then watch again.
 		select {
-		case <-h.stop:
-			return
-		case <-h.lost.Done():
+		case <-h.stop.Done():
 			return
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -343,9 +326,7 @@ func (h *held) monitor() {
 func (h *held) watchKey(wch clientv3.WatchChan) (gone, stopped bool) {
 	for {
 		select {
-		case <-h.stop:
-			return false, true
-		case <-h.lost.Done():
+		case <-h.stop.Done():
 			return false, true
 		case resp, ok := <-wch:
 			switch {
@@ -372,15 +353,8 @@ func (h *held) watchKey(wch clientv3.WatchChan) (gone, stopped bool) {
 
 // exists reads whether the key of this acquisition still exists.
 func (h *held) exists() (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	ctx, cancel := context.WithTimeout(h.stop, cleanupTimeout) // ends early when stopped
 	defer cancel()
-	go func() { // end the read early when stopped
-		select {
-		case <-h.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	resp, err := h.m.l.client.Get(ctx, h.ekey, clientv3.WithKeysOnly())
 	if err != nil {
 		return false, err
