@@ -128,7 +128,7 @@ func (s *scope) Value(key any) any {
 // LendSlot lends the memory backend room for one handle (see internal/lend):
 // the first caller gets it, later ones nil.
 func (s *scope) LendSlot() *lend.Slot {
-	if s.lent.Load() || !s.lent.CompareAndSwap(false, true) {
+	if !s.lent.CompareAndSwap(false, true) {
 		return nil
 	}
 	return &s.slot
@@ -228,7 +228,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 		if err != nil {
 			return err
 		}
-		s.addFrom(key, h, releaser(l))
+		s.add(key, h, releaser(l))
 		return nil
 	}
 
@@ -257,7 +257,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 			if err != nil {
 				return s.undo(start, err)
 			}
-			s.addFrom(ps[i].key, h, releaser(ps[i].lock))
+			s.add(ps[i].key, h, releaser(ps[i].lock))
 			i++
 			continue
 		}
@@ -291,7 +291,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 			}
 			br, _ := b.(BatchReleaser)
 			for k, h := range hs {
-				s.addFrom(ps[i+k].key, h, br)
+				s.add(ps[i+k].key, h, br)
 			}
 			i = j
 			continue
@@ -300,7 +300,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 		if err != nil {
 			return s.undo(start, err)
 		}
-		s.addFrom(ps[i].key, h, releaser(ps[i].lock))
+		s.add(ps[i].key, h, releaser(ps[i].lock))
 		i++
 	}
 	return nil
@@ -414,10 +414,9 @@ func (s *scope) findLocked(key string) int {
 	return -1
 }
 
-// add records an acquired lock and starts watching it for loss.
-func (s *scope) add(key string, h Held) { s.addFrom(key, h, nil) }
-
-func (s *scope) addFrom(key string, h Held, br BatchReleaser) {
+// add records an acquired lock and starts watching it for loss. br, if not
+// nil, can release it together with its neighbours.
+func (s *scope) add(key string, h Held, br BatchReleaser) {
 	hl := heldLock{key: key, h: h, batch: br}
 	if s.obs != nil {
 		s.obs.acquired(key, h)
