@@ -92,6 +92,19 @@ func advisoryLocksOf(t testing.TB, pool *pgxpool.Pool, pid int32) int {
 
 func acquiredConns(pool *pgxpool.Pool) int32 { return pool.Stat().AcquiredConns() }
 
+// checkGivenBack checks that a scope's connection went back clean: backend
+// pid holds no advisory lock and the pool has as many connections out as
+// before, after what (a Run, a Release).
+func checkGivenBack(t *testing.T, pool *pgxpool.Pool, pid, before int32, after string) {
+	t.Helper()
+	if n := advisoryLocksOf(t, pool, pid); n != 0 {
+		t.Errorf("backend %d has %d advisory locks after %s, want 0", pid, n, after)
+	}
+	if got := acquiredConns(pool); got != before {
+		t.Errorf("AcquiredConns after %s: %d, want %d as before", after, got, before)
+	}
+}
+
 // checkIdle fails unless the liveness check of l watches nothing and is
 // disarmed.
 func checkIdle(t *testing.T, l *pglock.Locker) {
@@ -162,12 +175,7 @@ func TestScopeOneConnection(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if got := acquiredConns(pool); got != before {
-		t.Errorf("AcquiredConns after Run: %d, want %d as before", got, before)
-	}
-	if n := advisoryLocksOf(t, pool, pid); n != 0 {
-		t.Errorf("backend %d still has %d advisory locks after Run", pid, n)
-	}
+	checkGivenBack(t, pool, pid, before, "Run")
 	checkIdle(t, l)
 
 	locks, unlocks := log.matching("pg_advisory_lock("), log.matching("pg_advisory_unlock(")
@@ -331,12 +339,7 @@ func TestScopeCancelledWaitKeepsOtherLocks(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		if n := advisoryLocksOf(t, pool, pid); n != 0 {
-			t.Errorf("backend %d has %d advisory locks after Run, want 0", pid, n)
-		}
-		if got := acquiredConns(pool); got != before {
-			t.Errorf("AcquiredConns after Run: %d, want %d", got, before)
-		}
+		checkGivenBack(t, pool, pid, before, "Run")
 	})
 
 	t.Run("scope context", func(t *testing.T) {
@@ -378,12 +381,7 @@ func TestScopeCancelledWaitKeepsOtherLocks(t *testing.T) {
 		if !errors.Is(err, caesura.ErrNotAcquired) || !errors.Is(err, context.Canceled) {
 			t.Fatalf("Run: got %v, want ErrNotAcquired and context.Canceled", err)
 		}
-		if n := advisoryLocksOf(t, pool, pid); n != 0 {
-			t.Errorf("backend %d has %d advisory locks after Run, want 0", pid, n)
-		}
-		if got := acquiredConns(pool); got != before {
-			t.Errorf("AcquiredConns after Run: %d, want %d", got, before)
-		}
+		checkGivenBack(t, pool, pid, before, "Run")
 	})
 	if err := holder.Release(ctx); err != nil {
 		t.Fatalf("Release: %v", err)
@@ -513,12 +511,7 @@ func TestNestedRunOwnConnection(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if n := advisoryLocksOf(t, pool, outer); n != 0 {
-		t.Errorf("outer backend %d has %d advisory locks after Run, want 0", outer, n)
-	}
-	if got := acquiredConns(pool); got != before {
-		t.Errorf("AcquiredConns after Run: %d, want %d", got, before)
-	}
+	checkGivenBack(t, pool, outer, before, "Run")
 	checkIdle(t, l)
 }
 
@@ -603,12 +596,7 @@ func TestScopeEscapedHeld(t *testing.T) {
 	if err := escaped.Release(ctx); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	if n := advisoryLocksOf(t, pool, pid); n != 0 {
-		t.Errorf("backend %d has %d advisory locks after the Release, want 0", pid, n)
-	}
-	if got := acquiredConns(pool); got != before {
-		t.Errorf("AcquiredConns after the Release: %d, want %d", got, before)
-	}
+	checkGivenBack(t, pool, pid, before, "the Release")
 	checkIdle(t, l)
 }
 
