@@ -380,6 +380,27 @@ func TestFencingSurvivesExpiry(t *testing.T) {
 }
 
 // commands returns the number of top-level script calls Redis served.
+// warmBatch acquires locks with one AcquireBatch, after a first batch that
+// loads the scripts (the first use of a script costs EVALSHA + EVAL once
+// per server), and returns the Helds and the script calls the second batch
+// made, as calls counts them.
+func warmBatch(t *testing.T, ctx context.Context, l *redislock.Locker, locks []caesura.Lock, calls func() int) ([]caesura.Held, int) {
+	t.Helper()
+	hs, err := l.AcquireBatch(ctx, locks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ReleaseBatch(ctx, hs); err != nil {
+		t.Fatal(err)
+	}
+	before := calls()
+	hs, err = l.AcquireBatch(ctx, locks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hs, calls() - before
+}
+
 func scriptCalls(t *testing.T, c *redis.Client) int {
 	t.Helper()
 	info, err := c.Info(context.Background(), "commandstats").Result()
@@ -408,21 +429,8 @@ func TestBatchOneRoundTrip(t *testing.T) {
 	for i := range 8 {
 		locks = append(locks, l.Mutex("batch"+strconv.Itoa(i)))
 	}
-	// Load the scripts first (the first use of a script costs EVALSHA +
-	// EVAL once per server).
-	hs, err := l.AcquireBatch(ctx, locks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.ReleaseBatch(ctx, hs); err != nil {
-		t.Fatal(err)
-	}
-	before := scriptCalls(t, c)
-	hs, err = l.AcquireBatch(ctx, locks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := scriptCalls(t, c) - before; got != 1 {
+	hs, got := warmBatch(t, ctx, l, locks, func() int { return scriptCalls(t, c) })
+	if got != 1 {
 		t.Errorf("8-key acquire: %d script calls, want 1", got)
 	}
 	for i, h := range hs {
@@ -433,7 +441,7 @@ func TestBatchOneRoundTrip(t *testing.T) {
 			t.Errorf("key %d: zero fencing token", i)
 		}
 	}
-	before = scriptCalls(t, c)
+	before := scriptCalls(t, c)
 	if err := l.ReleaseBatch(ctx, hs); err != nil {
 		t.Fatal(err)
 	}

@@ -398,19 +398,8 @@ func TestCluster(t *testing.T) {
 		if len(nodes) != 3 {
 			t.Fatalf("the tags fall on %d nodes, want 3", len(nodes))
 		}
-		hs, err := l.AcquireBatch(ctx, locks) // loads the scripts on every node
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := l.ReleaseBatch(ctx, hs); err != nil {
-			t.Fatal(err)
-		}
-		before := clusterScriptCalls(t, cl)
-		hs, err = l.AcquireBatch(ctx, locks)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := clusterScriptCalls(t, cl) - before; got != 3 {
+		hs, got := warmBatch(t, ctx, l, locks, func() int { return clusterScriptCalls(t, cl) })
+		if got != 3 {
 			t.Errorf("batch over 3 slots: %d script calls, want 3 (one per run of a slot)", got)
 		}
 		for i, h := range hs {
