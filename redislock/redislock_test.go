@@ -407,12 +407,18 @@ func scriptCalls(t *testing.T, c *redis.Client) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return scriptCallsIn(info)
+}
+
+// scriptCallsIn returns the script calls (EVALSHA and EVAL) that an INFO
+// commandstats reply counts.
+func scriptCallsIn(info string) int {
 	n := 0
 	for _, line := range strings.Split(info, "\n") {
 		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
-			if strings.HasPrefix(line, cmd) {
+			if rest, ok := strings.CutPrefix(line, cmd); ok {
 				var calls int
-				fmt.Sscanf(strings.TrimPrefix(line, cmd), "calls=%d", &calls)
+				fmt.Sscanf(rest, "calls=%d", &calls)
 				n += calls
 			}
 		}

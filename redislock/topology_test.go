@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -170,7 +169,7 @@ func TestSentinel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := waitFor(longTTL, func() error {
+		if err := testredis.WaitFor(longTTL, func() error {
 			v, err := g.Replica.Do("HGET", mLong.Key(), "until")
 			if err != nil {
 				return err
@@ -245,7 +244,7 @@ func waitReplicated(g *testredis.Sentinel, key string) error {
 	if err != nil {
 		return err
 	}
-	return waitFor(5*time.Second, func() error {
+	return testredis.WaitFor(5*time.Second, func() error {
 		got, err := g.Replica.Do("HMGET", key, "owner", "fence")
 		if err != nil {
 			return err
@@ -255,20 +254,6 @@ func waitReplicated(g *testredis.Sentinel, key string) error {
 		}
 		return nil
 	})
-}
-
-func waitFor(timeout time.Duration, ok func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := ok()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // clusterScriptCalls returns the number of script calls (EVALSHA and EVAL)
@@ -282,15 +267,7 @@ func clusterScriptCalls(t *testing.T, c *testredis.Cluster) int {
 			t.Fatal(err)
 		}
 		str, _ := info.(string)
-		for _, line := range strings.Split(str, "\n") {
-			for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
-				if rest, ok := strings.CutPrefix(line, cmd); ok {
-					var calls int
-					fmt.Sscanf(rest, "calls=%d", &calls)
-					n += calls
-				}
-			}
-		}
+		n += scriptCallsIn(str)
 	}
 	return n
 }
@@ -439,7 +416,7 @@ func TestCluster(t *testing.T) {
 			}
 			done <- err
 		}()
-		if err := waitFor(5*time.Second, func() error {
+		if err := testredis.WaitFor(5*time.Second, func() error {
 			h, err := locks[0].(caesura.TryLocker).TryAcquire(ctx)
 			if err == nil {
 				h.Release(ctx)

@@ -79,7 +79,7 @@ func StartCluster(tb testing.TB, opts ClusterOptions) *Cluster {
 			tb.Fatalf("node %s: CLUSTER MEET %s: %v", first.Addr(), s.Addr(), err)
 		}
 	}
-	if err := waitFor(20*time.Second, func() error {
+	if err := WaitFor(20*time.Second, func() error {
 		for _, s := range c.Nodes {
 			info, err := s.Do("CLUSTER", "INFO")
 			if err != nil {

@@ -64,7 +64,7 @@ func StartSentinel(tb testing.TB, opts SentinelOptions) *Sentinel {
 			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
 	}
 	r.startNew(tb, false)
-	if err := waitFor(10*time.Second, func() error {
+	if err := WaitFor(10*time.Second, func() error {
 		info, err := r.Do("INFO", "replication")
 		if err != nil {
 			return err
@@ -96,7 +96,7 @@ sentinel parallel-syncs %[4]s 1
 	}
 	// Sentinels find the replica in the master's INFO at once, and each
 	// other through hello messages every 2s.
-	if err := waitFor(20*time.Second, func() error {
+	if err := WaitFor(20*time.Second, func() error {
 		for _, s := range g.Sentinels {
 			v, err := s.Do("SENTINEL", "MASTER", MasterName)
 			if err != nil {
@@ -127,7 +127,7 @@ func (g *Sentinel) SentinelAddrs() []string {
 // WaitMaster waits until every sentinel names addr as the master and the
 // server at addr says it is one, or timeout passes.
 func (g *Sentinel) WaitMaster(addr string, timeout time.Duration) error {
-	return waitFor(timeout, func() error {
+	return WaitFor(timeout, func() error {
 		for _, s := range g.Sentinels {
 			v, err := s.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MasterName)
 			if err != nil {

@@ -347,9 +347,9 @@ func pairs(v any) map[string]string {
 	return m
 }
 
-// waitFor calls ok every 20ms until it returns nil or timeout passes, and
+// WaitFor calls ok every 20ms until it returns nil or timeout passes, and
 // returns its last error then.
-func waitFor(timeout time.Duration, ok func() error) error {
+func WaitFor(timeout time.Duration, ok func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := ok()
