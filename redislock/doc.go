@@ -69,11 +69,17 @@
 //
 // # Layout in Redis
 //
-// A lock is one hash at Prefix+name with the fields owner, until (server
-// time, ms), fence and q (the queue). Lease times are judged by the server's
-// clock (TIME inside the scripts), as PEXPIRE would be. The hash is not
-// deleted when the lock is free, because it keeps the fencing counter: one
-// small hash stays per lock name ever used. Requires Redis 6.2 or later.
+// A lock is one string at Prefix+name: the holder's token, the end of its
+// lease (server time, ms), the FIFO queue and the fencing counter; a free
+// lock nobody waits for is its fencing counter alone (scripts.go has the
+// format). Lease times are judged by the server's clock (TIME inside the
+// scripts), as PEXPIRE would be. The value is not deleted when the lock is
+// free, because it keeps the fencing counter: one short string stays per
+// lock name ever used. Each script reads all its keys with one MGET and
+// writes them with one MSET, so 8 keys cost about what 1 costs. Requires
+// Redis 6.2 or later. A hash left at a lock's key by an earlier version of
+// this package (one hash per lock) is replaced, and its counter starts
+// again from 1.
 //
 // # Non-guarantees
 //

@@ -15,9 +15,13 @@ var _ caesura.Inspector = (*Mutex)(nil)
 // inspectScript reads a lock's state with the server's clock: owner, lease
 // end (ms), fencing counter and the server time (ms).
 var inspectScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'owner', 'until', 'fence')
+local v = redis.call('GET', KEYS[1]) or '0'
 local t = redis.call('TIME')
-return {v[1] or '', v[2] or '0', v[3] or '0', tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))}
+local now = tostring(t[1] * 1000 + (t[2] - t[2] % 1000) / 1000)
+if #v < 46 then return {'', '0', v, now} end
+local o = string.sub(v, 1, 32)
+if o == string.rep('-', 32) then o = '' end
+return {o, string.sub(v, 33, 45), string.sub(v, 46 + 55 * math.floor((#v - 45) / 55)), now}
 `)
 
 // Inspect reports whether the lock is held and its fencing counter, without

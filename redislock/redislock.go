@@ -475,12 +475,22 @@ func parseAcquire(vals []any, n int) (ok bool, fences []uint64, rem time.Duratio
 		}
 		fences = make([]uint64, n)
 		for i := range n {
-			s, _ := vals[i+1].(string)
-			f, perr := strconv.ParseUint(s, 10, 64)
-			if perr != nil {
-				return false, nil, 0, fmt.Errorf("redislock: bad fence %v: %w", vals[i+1], perr)
+			// An integer reply, or a string from 1e14 on (see scripts.go).
+			switch f := vals[i+1].(type) {
+			case int64:
+				if f <= 0 {
+					return false, nil, 0, fmt.Errorf("redislock: bad fence %d", f)
+				}
+				fences[i] = uint64(f)
+			case string:
+				u, perr := strconv.ParseUint(f, 10, 64)
+				if perr != nil {
+					return false, nil, 0, fmt.Errorf("redislock: bad fence %q: %w", f, perr)
+				}
+				fences[i] = u
+			default:
+				return false, nil, 0, fmt.Errorf("redislock: bad fence %v", f)
 			}
-			fences[i] = f
 		}
 		return true, fences, 0, nil
 	}

@@ -129,9 +129,9 @@ func TestStaleRenewalCannotExtend(t *testing.T) {
 	if cause := context.Cause(h1.Lost()); !errors.Is(cause, redislock.ErrStolen) {
 		t.Fatalf("stale holder's loss reason: got %v, want ErrStolen", cause)
 	}
-	owner, _ := c.HGet(ctx, m.Key(), "owner").Result()
+	owner := readState(ctx, c, m.Key()).owner
 	time.Sleep(200 * time.Millisecond) // several renewal periods of both holders
-	if got, _ := c.HGet(ctx, m.Key(), "owner").Result(); got != owner {
+	if got := readState(ctx, c, m.Key()).owner; got != owner || got == "" {
 		t.Fatalf("owner changed from %q to %q", owner, got)
 	}
 	if h2.Lost().Err() != nil {
@@ -244,7 +244,7 @@ func TestContextEndsWait(t *testing.T) {
 	}
 	// The abandoned waiter left the queue: after release the lock is free.
 	h.Release(ctx)
-	if n, _ := s.client(t).HExists(ctx, m.Key(), "q").Result(); n {
+	if readState(ctx, s.client(t), m.Key()).queued > 0 {
 		t.Fatal("the abandoned waiter is still queued")
 	}
 	h2, err := m.TryAcquire(ctx)
@@ -273,7 +273,7 @@ func TestWakeUpIsPushed(t *testing.T) {
 				h2.Release(ctx)
 			}
 		}()
-		for c.HExists(ctx, m.Key(), "q").Val() == false { // wait until it queues
+		for readState(ctx, c, m.Key()).queued == 0 { // wait until it queues
 			time.Sleep(time.Millisecond)
 		}
 		start := time.Now()
@@ -338,7 +338,7 @@ func TestSubscriptionReconnect(t *testing.T) {
 		}
 		done <- err
 	}()
-	for !c.HExists(ctx, m.Key(), "q").Val() {
+	for readState(ctx, c, m.Key()).queued == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	if err := c.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
@@ -372,7 +372,9 @@ func TestFencingSurvivesExpiry(t *testing.T) {
 		} else {
 			// Let the lease lapse: stop renewal by losing it from
 			// outside (the owner field is cleared, the counter kept).
-			s.client(t).HSet(ctx, m.Key(), "owner", "")
+			if err := dropOwner(ctx, s.client(t), m.Key()); err != nil {
+				t.Fatal(err)
+			}
 			<-h.Lost().Done()
 			h.Release(ctx)
 		}
@@ -609,10 +611,12 @@ func TestFallbackRecheck(t *testing.T) {
 		done <- err
 	}()
 	c := s.client(t)
-	for !c.HExists(ctx, m.Key(), "q").Val() {
+	for readState(ctx, c, m.Key()).queued == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	c.HSet(ctx, m.Key(), "owner", "")
+	if err := dropOwner(ctx, c, m.Key()); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -698,5 +702,180 @@ func TestManyHeldRenewed(t *testing.T) {
 	}
 	if d := time.Since(killed); d > ttl+50*time.Millisecond {
 		t.Errorf("all losses reported %v after Redis died, want within the TTL %v", d, ttl)
+	}
+}
+
+// TestBatchLarge takes more keys in one batch than a script reads or writes
+// in one command (1000), on the fast path and on the general one: every key
+// is taken and given back, and fencing counters go on from where they were.
+func TestBatchLarge(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, nil)
+	other := s.locker(t, nil)
+	ctx := ctxT(t, 20*time.Second)
+	c := s.client(t)
+	const n = 2500
+	locks := make([]caesura.Lock, n)
+	for i := range locks {
+		locks[i] = l.Mutex(fmt.Sprintf("large%05d", i))
+	}
+	check := func(hs []caesura.Held, fence uint64) {
+		t.Helper()
+		if len(hs) != n {
+			t.Fatalf("batch of %d gave %d handles", n, len(hs))
+		}
+		for i, h := range hs {
+			if got := h.(caesura.Fenced).Token(); got != fence {
+				t.Fatalf("key %d: fencing token %d, want %d", i, got, fence)
+			}
+		}
+		for _, i := range []int{0, 999, 1000, 1999, 2000, n - 1} {
+			key := locks[i].(*redislock.Mutex).Key()
+			if st := readState(ctx, c, key); st.owner == "" {
+				t.Fatalf("key %d not owned after the batch", i)
+			}
+		}
+	}
+	// Fast path: every key free.
+	hs, err := l.AcquireBatch(ctx, locks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(hs, 1)
+	if err := l.ReleaseBatch(ctx, hs); err != nil {
+		t.Fatal(err)
+	}
+	// General path: a waiter queues on key 1500, so the release of the
+	// batch that holds it hands it on.
+	hs, err = l.AcquireBatch(ctx, locks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(hs, 2)
+	mid := other.Mutex("large01500")
+	got := make(chan uint64, 1)
+	go func() {
+		h, err := mid.Acquire(ctx)
+		if err != nil {
+			t.Error(err)
+			got <- 0
+			return
+		}
+		got <- h.(caesura.Fenced).Token()
+		h.Release(ctx)
+	}()
+	for readState(ctx, c, mid.Key()).queued == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := l.ReleaseBatch(ctx, hs); err != nil {
+		t.Fatal(err)
+	}
+	if tok := <-got; tok != 3 {
+		t.Fatalf("waiter on key 1500: fencing token %d, want 3", tok)
+	}
+	for i, lk := range locks {
+		if st := readState(ctx, c, lk.(*redislock.Mutex).Key()); st.owner != "" || st.queued != 0 {
+			t.Fatalf("key %d left with %+v", i, st)
+		}
+	}
+	// Counters go on per key: key 1500 had one holder more.
+	hs, err = l.AcquireBatch(ctx, locks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := hs[1500].(caesura.Fenced).Token(); f != 4 {
+		t.Errorf("key 1500 after its hand-off: fencing token %d, want 4", f)
+	}
+	if f := hs[0].(caesura.Fenced).Token(); f != 3 {
+		t.Errorf("key 0: fencing token %d, want 3", f)
+	}
+	if err := l.ReleaseBatch(ctx, hs); err != nil {
+		t.Fatal(err)
+	}
+	// The general acquire path: key 2200 is held, the batch queues for it
+	// and takes everything once it is handed over.
+	h2200, err := other.Mutex("large02200").Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := make(chan []caesura.Held, 1)
+	go func() {
+		hs, err := l.AcquireBatch(ctx, locks)
+		if err != nil {
+			t.Error(err)
+		}
+		batch <- hs
+	}()
+	for readState(ctx, c, h2200.(*redislock.Held).Key()).queued == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if st := readState(ctx, c, locks[0].(*redislock.Mutex).Key()); st.owner != "" {
+		t.Fatal("a waiting batch holds key 0, below the key it waits for")
+	}
+	if err := h2200.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hs = <-batch
+	if hs == nil {
+		t.FailNow()
+	}
+	for i, want := range map[int]uint64{0: 4, 1500: 5, 2200: 5, n - 1: 4} {
+		if f := hs[i].(caesura.Fenced).Token(); f != want {
+			t.Errorf("key %d: fencing token %d, want %d", i, f, want)
+		}
+	}
+	if err := l.ReleaseBatch(ctx, hs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFencingPastDoubleFormat: from 1e14 on, Lua's number-to-string
+// conversion would write an exponent; the counter must stay exact.
+func TestFencingPastDoubleFormat(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, nil)
+	other := s.locker(t, nil)
+	ctx := ctxT(t, 10*time.Second)
+	c := s.client(t)
+	m := l.Mutex("big")
+	const start = uint64(99_999_999_999_998)
+	if err := c.Set(ctx, m.Key(), strconv.FormatUint(start, 10), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := start
+	for i := range 4 {
+		want++
+		var h caesura.Held
+		if i%2 == 0 {
+			h = mustAcquire(t, ctx, m) // the fast path
+		} else {
+			// The general path: the lock is handed over from a holder.
+			h0 := mustAcquire(t, ctx, other.Mutex("big"))
+			want++
+			got := make(chan caesura.Held, 1)
+			go func() {
+				h, err := m.Acquire(ctx)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- h
+			}()
+			for readState(ctx, c, m.Key()).queued == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			h0.Release(ctx)
+			if h = <-got; h == nil {
+				t.FailNow()
+			}
+		}
+		if f := h.(caesura.Fenced).Token(); f != want {
+			t.Fatalf("acquisition %d: fencing token %d, want %d", i, f, want)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := readState(ctx, c, m.Key()); st.fence != strconv.FormatUint(want, 10) {
+			t.Fatalf("acquisition %d: counter stored as %q, want %d", i, st.fence, want)
+		}
 	}
 }

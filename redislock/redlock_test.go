@@ -98,7 +98,7 @@ func TestRedlockFiveServers(t *testing.T) {
 	// Nothing is left held on the two survivors.
 	for _, s := range servers[3:] {
 		for _, key := range []string{m.Key(), other.Key()} {
-			owner, _ := s.client(t).HGet(ctx, key, "owner").Result()
+			owner := readState(ctx, s.client(t), key).owner
 			if owner != "" {
 				t.Errorf("server %s still has %q owned by %q", s.Addr(), key, owner)
 			}

@@ -2,16 +2,27 @@ package redislock
 
 import "github.com/redis/go-redis/v9"
 
-// Every lock is one Redis hash at its key, so that all of a lock's state sits
-// in one hash slot (Redis Cluster) whatever the key looks like:
+// Every lock is one Redis string at its key, so that all of a lock's state
+// sits in one hash slot (Redis Cluster) whatever the key looks like, and a
+// script reads the state of all its keys with one MGET and writes it back
+// with one MSET: a call costs the same few commands for 1 key or for 8.
+// A free lock that nobody waits for is its fencing counter alone, in
+// decimal; otherwise the value is two fixed-width fields, the queue and the
+// counter:
 //
-//	owner  the 128-bit token (32 hex digits) of the holder, or "" when free
-//	until  the server time (ms) at which the holder's lease ends
-//	fence  the fencing counter: incremented by every acquisition, never reset
-//	       by expiry, so it survives the lease
-//	q      the FIFO wait queue: fixed-width entries of the waiter's token (32),
-//	       the entry's deadline (13 digits, server ms; a waiter that stops
-//	       re-checking drops out) and the waiter's lease TTL (10 digits, ms)
+//	owner  32 the 128-bit token (32 hex digits) of the holder, or 32 "-"
+//	          when free
+//	until  13 the server time (ms) at which the holder's lease ends, 13
+//	          zeros when free
+//	q         the FIFO wait queue: entries of 55 bytes, the waiter's token
+//	          (32), the entry's deadline (13 digits, server ms; a waiter that
+//	          stops re-checking drops out) and the waiter's lease TTL (10
+//	          digits, ms)
+//	fence     the fencing counter in decimal (at most 17 digits)
+//
+// So the length tells the state: under 46 bytes free without a queue, under
+// 100 without a queue. The fencing counter is incremented by every
+// acquisition and never reset by expiry, so it survives the lease.
 //
 // Leases are judged with the server clock (TIME), as PEXPIRE would be. A
 // release hands the lock straight to the head of the queue and PUBLISHes
@@ -21,83 +32,138 @@ import "github.com/redis/go-redis/v9"
 // Every script takes the same ARGV: token, lease TTL (ms), mode ("0" try,
 // "1" wait in the queue), queue entry validity (ms), channel.
 //
-// The acquire and release scripts start with a fast path for the common
-// case (acquire: every key free and nobody queued; release: every key owned
-// by the caller and nobody queued) that returns before the prelude: it does
-// what the general path would do, with fewer commands and without creating
-// the prelude's functions, which Lua would otherwise do on every call.
+// Redis's Lua spends about as long on a library call (string.sub,
+// string.format, tonumber) as on a redis.call, so the common cases run on
+// VM operations (length, arithmetic, concatenation) as far as they can. The
+// acquire and release scripts start with a fast path for them (acquire:
+// every key missing or free without a queue, with no library call at all;
+// release: every key owned by the caller without a queue, two string.sub a
+// key): one MGET and one MSET, without creating the general path's
+// functions, which Lua would otherwise do on every call. Keys are read and
+// written in chunks of 1000 (the Lua stack bounds unpack).
 const clock = `
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = t[1] * 1000 + (t[2] - t[2] % 1000) / 1000
 `
 
-const args = `
+// mget reads every key's value (false when missing) into vs.
+const mget = `
+local n = #KEYS
+local vs
+if n <= 1000 then
+  vs = redis.call('MGET', unpack(KEYS))
+else
+  vs = {}
+  for i = 1, n, 1000 do
+    local part = redis.call('MGET', unpack(KEYS, i, math.min(i + 999, n)))
+    for j = 1, #part do vs[i + j - 1] = part[j] end
+  end
+end
+`
+
+// mset writes the flat key-value list kv.
+const mset = `
+local function mset(kv)
+  for i = 1, #kv, 2000 do redis.call('MSET', unpack(kv, i, math.min(i + 1999, #kv))) end
+end
+`
+
+// digits writes an integer in decimal: concatenation alone would switch to
+// an exponent from 1e14 on.
+const digits = `
+local function digits(x)
+  if x < 1e14 then return x end
+  return string.format('%d', x)
+end
+`
+
+const funcs = mset + digits + `
 local tok, ttl, mode, qttl, ch = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
-`
-
-const prelude = args + clock + funcs
-
-const funcs = `
-local W = 55
-
-local function holder(k)
-  local v = redis.call('HMGET', k, 'owner', 'until')
-  if v[1] and v[1] ~= '' and tonumber(v[2]) > now then return v[1], tonumber(v[2]) - now end
-  return false, 0
+local FREE, ZERO, W = string.rep('-', 32), string.rep('0', 13), 55
+local O, U, F, Q, D = {}, {}, {}, {}, {}
+for i = 1, n do
+  local v = vs[i]
+  if not v then
+    O[i], U[i], Q[i], F[i] = '', 0, '', 0
+  elseif #v < 46 then
+    O[i], U[i], Q[i], F[i] = '', 0, '', tonumber(v)
+  else
+    local o = string.sub(v, 1, 32)
+    if o == FREE then o = '' end
+    local e = 45 + W * math.floor((#v - 45) / W)
+    O[i], U[i], Q[i], F[i] = o, tonumber(string.sub(v, 33, 45)), string.sub(v, 46, e), tonumber(string.sub(v, e + 1))
+  end
 end
 
-local function purge(k, q)
-  if not q then return '' end
+local function flush()
+  local kv = {}
+  for i = 1, n do
+    if D[i] then
+      kv[#kv + 1] = KEYS[i]
+      if O[i] ~= '' then
+        kv[#kv + 1] = O[i] .. digits(U[i]) .. Q[i] .. digits(F[i])
+      elseif Q[i] ~= '' then
+        kv[#kv + 1] = FREE .. ZERO .. Q[i] .. digits(F[i])
+      else
+        kv[#kv + 1] = digits(F[i])
+      end
+    end
+  end
+  mset(kv)
+end
+
+local function holder(i)
+  if O[i] ~= '' and U[i] > now then return O[i] end
+  return false
+end
+
+local function purge(i)
+  local q = Q[i]
+  if q == '' then return end
   local out, drop = {}, false
-  for i = 1, #q, W do
-    local e = string.sub(q, i, i + W - 1)
+  for j = 1, #q, W do
+    local e = string.sub(q, j, j + W - 1)
     if tonumber(string.sub(e, 33, 45)) > now then out[#out + 1] = e else drop = true end
   end
-  if drop then
-    q = table.concat(out)
-    if q == '' then redis.call('HDEL', k, 'q') else redis.call('HSET', k, 'q', q) end
-  end
-  return q
+  if drop then Q[i], D[i] = table.concat(out), true end
 end
 
-local function grant(k, q)
+local function grant(i)
+  local q = Q[i]
   if q == '' then return end
   local gt = string.sub(q, 1, 32)
-  local gttl = tonumber(string.sub(q, 46, 55))
-  local rest = string.sub(q, W + 1)
-  local f = redis.call('HINCRBY', k, 'fence', 1)
-  redis.call('HSET', k, 'owner', gt, 'until', now + gttl)
-  if rest == '' then redis.call('HDEL', k, 'q') else redis.call('HSET', k, 'q', rest) end
-  redis.call('PUBLISH', ch, gt .. ':' .. f .. ':' .. k)
+  F[i], O[i], U[i] = F[i] + 1, gt, now + tonumber(string.sub(q, 46, 55))
+  Q[i], D[i] = string.sub(q, W + 1), true
+  redis.call('PUBLISH', ch, gt .. ':' .. digits(F[i]) .. ':' .. KEYS[i])
 end
 
-local function free(k, q)
-  redis.call('HSET', k, 'owner', '', 'until', '0')
-  grant(k, purge(k, q))
+local function free(i)
+  O[i], U[i], D[i] = '', 0, true
+  purge(i)
+  grant(i)
 end
 
-local function dequeue(k)
-  local q = redis.call('HGET', k, 'q')
-  if not q then return end
-  for i = 1, #q, W do
-    if string.sub(q, i, i + 31) == tok then
-      q = string.sub(q, 1, i - 1) .. string.sub(q, i + W)
-      if q == '' then redis.call('HDEL', k, 'q') else redis.call('HSET', k, 'q', q) end
+local function dequeue(i)
+  local q = Q[i]
+  for j = 1, #q, W do
+    if string.sub(q, j, j + 31) == tok then
+      Q[i], D[i] = string.sub(q, 1, j - 1) .. string.sub(q, j + W), true
       return
     end
   end
 end
 
-local function enqueue(k)
-  local q = redis.call('HGET', k, 'q') or ''
+local function enqueue(i)
+  local q = Q[i]
   local e = tok .. string.format('%013d%010d', now + qttl, ttl)
-  for i = 1, #q, W do
-    if string.sub(q, i, i + 31) == tok then
-      redis.call('HSET', k, 'q', string.sub(q, 1, i - 1) .. e .. string.sub(q, i + W))
+  D[i] = true
+  for j = 1, #q, W do
+    if string.sub(q, j, j + 31) == tok then
+      Q[i] = string.sub(q, 1, j - 1) .. e .. string.sub(q, j + W)
       return
     end
   end
-  redis.call('HSET', k, 'q', q .. e)
+  Q[i] = q .. e
 end
 `
 
@@ -109,48 +175,49 @@ end
 // it (handing them on), and in wait mode holds a place in the queue of the
 // blocking key only.
 //
-// The fast path takes the keys when each is free (no owner, or a lapsed
-// lease of another token) and has no queue; the general path then finds
-// the keys' state read already in vs.
-var acquireScript = redis.NewScript(clock + `
-local n = #KEYS
-local vs = {}
+// The fast path takes the keys when each is missing or free without a
+// queue; the general path also takes lapsed leases and keys handed to the
+// caller.
+var acquireScript = redis.NewScript(clock + mget + `
 do
-  local tok, ttl = ARGV[1], tonumber(ARGV[2])
   local fast = true
   for i = 1, n do
-    local v = redis.call('HMGET', KEYS[i], 'owner', 'until', 'q')
-    vs[i] = v
-    if v[3] or v[1] == tok or (v[1] and v[1] ~= '' and tonumber(v[2]) > now) then
+    local v = vs[i]
+    if v and #v >= 46 then
       fast = false
       break
     end
   end
   if fast then
-    local res = {1}
+    local head = ARGV[1] .. (now + ARGV[2])
+    local res, kv = {1}, {}
     for i = 1, n do
-      res[i + 1] = tostring(redis.call('HINCRBY', KEYS[i], 'fence', 1))
-      redis.call('HSET', KEYS[i], 'owner', tok, 'until', now + ttl)
+      local f = (vs[i] or 0) + 1
+      if f >= 1e14 then f = string.format('%d', f) end
+      res[i + 1] = f
+      kv[2 * i - 1] = KEYS[i]
+      kv[2 * i] = head .. f
     end
+    if n <= 1000 then redis.call('MSET', unpack(kv)) return res end
+` + mset + `
+    mset(kv)
     return res
   end
 end
-` + args + funcs + `
+` + funcs + `
 local block, rem = 0, 0
-local own, qs = {}, {}
+local own = {}
 for i = 1, n do
-  local k = KEYS[i]
-  local v = vs[i] or redis.call('HMGET', k, 'owner', 'until', 'q')
-  if v[1] == tok then
+  if O[i] == tok then
     own[i] = true
-  elseif v[1] and v[1] ~= '' and tonumber(v[2]) > now then
-    block, rem = i, tonumber(v[2]) - now
+  elseif O[i] ~= '' and U[i] > now then
+    block, rem = i, U[i] - now
     break
   else
-    local q = purge(k, v[3])
-    qs[i] = q
+    purge(i)
+    local q = Q[i]
     if q ~= '' and string.sub(q, 1, 32) ~= tok then
-      grant(k, q)
+      grant(i)
       block, rem = i, tonumber(string.sub(q, 46, 55))
       break
     end
@@ -159,31 +226,23 @@ end
 if block == 0 then
   local res = {1}
   for i = 1, n do
-    local k = KEYS[i]
-    if own[i] then
-      redis.call('HSET', k, 'until', now + ttl)
-      res[#res + 1] = redis.call('HGET', k, 'fence')
-    else
-      local q = qs[i]
-      if q ~= '' then
-        -- we are the head of the queue
-        if #q == W then redis.call('HDEL', k, 'q') else redis.call('HSET', k, 'q', string.sub(q, W + 1)) end
-      end
-      res[#res + 1] = tostring(redis.call('HINCRBY', k, 'fence', 1))
-      redis.call('HSET', k, 'owner', tok, 'until', now + ttl)
+    if not own[i] then
+      -- free, and nobody queues before us
+      if Q[i] ~= '' then Q[i] = string.sub(Q[i], W + 1) end
+      F[i], O[i] = F[i] + 1, tok
     end
+    U[i], D[i] = now + ttl, true
+    res[i + 1] = digits(F[i])
   end
+  flush()
   return res
 end
 for i = 1, n do
-  local k = KEYS[i]
-  if i > block then
-    local v = redis.call('HMGET', k, 'owner', 'q')
-    if v[1] == tok then free(k, v[2]) end
-  end
-  if i ~= block then dequeue(k) end
+  if i > block and O[i] == tok then free(i) end
+  if i ~= block then dequeue(i) end
 end
-if mode == '1' then enqueue(KEYS[block]) end
+if mode == '1' then enqueue(block) end
+flush()
 return {0, block, rem}
 `)
 
@@ -191,54 +250,57 @@ return {0, block, rem}
 // nobody took it) and hands it to its head waiter. It returns 1 or 0 per key.
 // Its fast path, when the token owns every key and nobody queues, needs no
 // clock.
-var releaseScript = redis.NewScript(`
+var releaseScript = redis.NewScript(mget + `
 do
-  local tok, n = ARGV[1], #KEYS
+  local tok = ARGV[1]
   local fast = true
   for i = 1, n do
-    local v = redis.call('HMGET', KEYS[i], 'owner', 'q')
-    if v[1] ~= tok or v[2] then
+    local v = vs[i]
+    if not v or #v >= 100 or string.sub(v, 1, 32) ~= tok then
       fast = false
       break
     end
   end
   if fast then
-    local res = {}
+    local res, kv = {}, {}
     for i = 1, n do
-      redis.call('HSET', KEYS[i], 'owner', '', 'until', '0')
       res[i] = 1
+      kv[2 * i - 1] = KEYS[i]
+      kv[2 * i] = string.sub(vs[i], 46)
     end
+    if n <= 1000 then redis.call('MSET', unpack(kv)) return res end
+` + mset + `
+    mset(kv)
     return res
   end
 end
-` + prelude + `
+` + clock + funcs + `
 local res = {}
-for i = 1, #KEYS do
-  local k = KEYS[i]
-  local v = redis.call('HMGET', k, 'owner', 'q')
-  if v[1] == tok then free(k, v[2]) res[i] = 1 else res[i] = 0 end
+for i = 1, n do
+  if O[i] == tok then free(i) res[i] = 1 else res[i] = 0 end
 end
+flush()
 return res
 `)
 
 // renewScript extends the lease of every key if the token still holds all of
 // them. It returns 0, or the index of the first key it no longer holds.
-var renewScript = redis.NewScript(prelude + `
-for i = 1, #KEYS do
-  if holder(KEYS[i]) ~= tok then return i end
+var renewScript = redis.NewScript(clock + mget + funcs + `
+for i = 1, n do
+  if holder(i) ~= tok then return i end
 end
-for i = 1, #KEYS do redis.call('HSET', KEYS[i], 'until', now + ttl) end
+for i = 1, n do U[i], D[i] = now + ttl, true end
+flush()
 return 0
 `)
 
 // cancelScript withdraws a waiter: it leaves every queue and gives up any key
 // that was handed to it meanwhile.
-var cancelScript = redis.NewScript(prelude + `
-for i = 1, #KEYS do
-  local k = KEYS[i]
-  dequeue(k)
-  local v = redis.call('HMGET', k, 'owner', 'q')
-  if v[1] == tok then free(k, v[2]) end
+var cancelScript = redis.NewScript(clock + mget + funcs + `
+for i = 1, n do
+  dequeue(i)
+  if O[i] == tok then free(i) end
 end
+flush()
 return 0
 `)

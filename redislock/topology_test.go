@@ -165,16 +165,16 @@ func TestSentinel(t *testing.T) {
 
 		// The long lease outlives the failover: renewal reaches the
 		// promoted replica and the holder keeps the lock.
-		before, err := g.Replica.Do("HGET", mLong.Key(), "until")
+		before, err := g.Replica.Do("GET", mLong.Key())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := testredis.WaitFor(longTTL, func() error {
-			v, err := g.Replica.Do("HGET", mLong.Key(), "until")
+			v, err := g.Replica.Do("GET", mLong.Key())
 			if err != nil {
 				return err
 			}
-			if v == before {
+			if stateOf(v).until == stateOf(before).until {
 				return errors.New("the long lease was not renewed on the new master")
 			}
 			return nil
@@ -227,7 +227,7 @@ func TestSentinel(t *testing.T) {
 func waitQueued(t *testing.T, ctx context.Context, s *testredis.Server, key string) {
 	t.Helper()
 	for {
-		if v, err := s.Do("HEXISTS", key, "q"); err == nil && v == "1" {
+		if v, err := s.Do("GET", key); err == nil && stateOf(v).queued > 0 {
 			return
 		}
 		if ctx.Err() != nil {
@@ -240,16 +240,21 @@ func waitQueued(t *testing.T, ctx context.Context, s *testredis.Server, key stri
 // waitReplicated waits until the replica of g has key's owner and fence as
 // the master has them.
 func waitReplicated(g *testredis.Sentinel, key string) error {
-	want, err := g.Master.Do("HMGET", key, "owner", "fence")
+	v, err := g.Master.Do("GET", key)
 	if err != nil {
 		return err
 	}
+	want, _ := v.(string)
+	if want == "" {
+		return fmt.Errorf("master has no %q", key)
+	}
 	return testredis.WaitFor(5*time.Second, func() error {
-		got, err := g.Replica.Do("HMGET", key, "owner", "fence")
+		v, err := g.Replica.Do("GET", key)
 		if err != nil {
 			return err
 		}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
+		got, _ := v.(string)
+		if a, b := parseState(got), parseState(want); a.owner != b.owner || a.fence != b.fence {
 			return fmt.Errorf("replica has %q as %v, master as %v", key, got, want)
 		}
 		return nil

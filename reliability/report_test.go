@@ -182,7 +182,7 @@ func renderReport(all []*result, nr []notRunRec, bad []badCase, passed bool) str
 	}
 	if len(bad) > 0 {
 		p("\n## Bad input\n\n")
-		p("Each case runs in the test process against fresh clients of the backend (`TestBadInput`); after it, every lock it named must be free (taken and released by another client) and nothing of it left on the server (PostgreSQL: no advisory lock with its ids in `pg_locks`; etcd: no key under the case's prefix; Redis: the lock's hash names no owner and no waiter: the hash itself stays, it keeps the fencing counter), and goleak must find no goroutine left once the clients are closed. An error must have a message and must not be the context's deadline (a hang). A first case checks the checks: a lock held through one client is not free for another, and the server shows it.\n\n")
+		p("Each case runs in the test process against fresh clients of the backend (`TestBadInput`); after it, every lock it named must be free (taken and released by another client) and nothing of it left on the server (PostgreSQL: no advisory lock with its ids in `pg_locks`; etcd: no key under the case's prefix; Redis: the lock's value is its fencing counter alone, no owner and no waiter: the value itself stays, it keeps the counter), and goleak must find no goroutine left once the clients are closed. An error must have a message and must not be the context's deadline (a hang). A first case checks the checks: a lock held through one client is not free for another, and the server shows it.\n\n")
 		p("| backend | case | outcome |\n|---|---|---|\n")
 		for _, c := range bad {
 			p("| %s | %s | %s |\n", c.backend, c.name, strings.ReplaceAll(c.outcome, "|", "\\|"))
