@@ -7,8 +7,9 @@
 //
 //   - Uncontended, Contended, HandOff, EightKeysMem: memlock and caesura.Run
 //     beside sync.Mutex, x/sync's semaphore.Weighted and a channel.
-//   - FileUncontended, HandOff (mech=file/...), FileScaling: filelock beside
-//     github.com/gofrs/flock and bare flock(2) on a kept descriptor.
+//   - FileUncontended, HandOff (mech=file/...), HandOffProcesses (8 worker
+//     processes), FileScaling: filelock beside github.com/gofrs/flock and
+//     bare flock(2) on a kept descriptor.
 //   - Scaling, FileScaling: throughput against workers (1 to 64) on one key
 //     and on 1,000 keys.
 //   - MemScale: one million memlock keys held (CAESURA_BENCH_SCALE=1).

@@ -7,8 +7,7 @@ require (
 	github.com/gofrs/flock v0.13.2
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
+	golang.org/x/sys v0.49.0
 )
-
-require golang.org/x/sys v0.49.0 // indirect
 
 replace github.com/caesura-go/caesura => ../

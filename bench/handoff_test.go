@@ -121,6 +121,12 @@ func flockFD(tb testing.TB, path string) (lock, unlock func()) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { f.Close() })
+	lock, unlock = flockOn(f)
+	return lock, unlock
+}
+
+// flockOn is bare flock(2) on f's descriptor.
+func flockOn(f *os.File) (lock, unlock func()) {
 	fd := int(f.Fd())
 	return func() {
 			for syscall.Flock(fd, syscall.LOCK_EX) == syscall.EINTR {

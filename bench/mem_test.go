@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -14,7 +15,12 @@ import (
 	"github.com/caesura-go/caesura/memlock"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(procEnv); spec != "" { // a worker of BenchmarkHandOffProcesses
+		os.Exit(procWorker(spec))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // worker is one goroutine's use of a mechanism: lock, then unlock.
 type worker interface {

@@ -5,8 +5,10 @@
 // contending for one key (as goroutines and as separate processes, with the
 // hand-off, fairness and Redis-command measures of
 // shared/research/measured-peers.md), Redlock over three servers (caesura's
-// NewRedlock against redsync with three pools), and 100,000 locks held at
-// once (server memory per lock, time to take and give back them all).
+// NewRedlock against redsync with three pools), 100,000 locks held at once
+// (server memory per lock, time to take and give back them all), and
+// throughput against the number of workers (1 to 64) on one key and on
+// 1,000 keys (BenchmarkScaling, a fixed count per point: -benchtime 1000x).
 //
 // Peers and their settings: redsync with its default retry (32 tries
 // 50-250ms apart) and "redsync-1ms" (retry delay 1ms, 100000 tries); bsm
@@ -16,6 +18,7 @@
 //
 //	cd bench/redis && GOWORK=off go test -run '^$' -bench . -benchtime 1x -count 1   # contended runs, Held100k
 //	GOWORK=off go test -run '^$' -bench 'Uncontended|EightKeys|Redlock' -benchmem
+//	GOWORK=off go test -run '^$' -bench Scaling -benchtime 1000x   # throughput curves, a few minutes
 //
 // On a shared machine, compare runs interleaved (run the whole set several
 // times with -count 1, then benchstat), or use BenchmarkInterleaved.

@@ -183,7 +183,7 @@ func writeMethod(w io.Writer, rep *Report) {
 - **Regenerate.** `+"`go run ./bench/report`"+` (roughly 20 minutes on 2 vCPUs; `+"`-rounds`"+` and `+"`-benchtime`"+` change it), `+"`-quick`"+` for a smoke run of a few minutes, `+"`-from docs/bench/raw`"+` to re-render this file and the charts from the kept raw outputs without running anything. `+"`-o FILE -charts DIR`"+` write the markdown, the charts and raw/ elsewhere, leaving the committed ones alone.
 - **Servers.** bench/redis starts its own redis-server on 127.0.0.1 (no persistence); bench/pg uses the PostgreSQL at CAESURA_PG_DSN or 127.0.0.1:5432 (its 64-worker points hold 64 connections: max_connections must be above 70); bench/etcd embeds an etcd server (default fsync).
 - **Hand-off** (as in shared/research/measured-peers.md): 8 workers, one key, a 100 µs busy-wait hold, closed loop; the next holder's lock-call return minus the previous holder's unlock-call start, over hand-offs to another worker. **Self-reacquire**: share of hand-offs back to the releaser. **FIFO share**: share of acquisitions that did not overtake a lock call another worker had started earlier (client timestamps, approximate). **Caller wait**: lock-call duration (its maximum is shown).
-- **Throughput curves.** Exactly W goroutines share a number of acquisitions of an empty critical section, each on a key drawn at random (one key, or 1,000); acquisitions per second is that number over the wall time. In-process and file points run for `+"`-benchtime`"+`; network points run a fixed count (Redis and PostgreSQL 1000, etcd 200 acquisitions; fewer with `+"`-quick`"+`) so that a sweep stays bounded, which makes their 64-worker points short.
+- **Throughput curves.** Exactly W goroutines share a number of acquisitions of an empty critical section, each on a key drawn at random (one key, or 1,000); acquisitions per second is that number over the wall time. In-process and file points run for `+"`-benchtime`"+`; network points run a fixed count (Redis and PostgreSQL 1000, etcd 200 acquisitions; fewer with `+"`-quick`"+`) so that a sweep stays bounded, which makes their 64-worker points short; a Redis point also stops after 5 s (the polling peers on one key), and then counts the acquisitions made by then.
 - **Tuning.** Peers run with their documented defaults and, where a setting changes the result, their best tuning too; each row's label says which. caesura's backends run with their defaults (redislock TTL 8 s to match the peers).
 
 | class | peer | setting in these runs | default or best |
@@ -430,8 +430,8 @@ var gaps = []gap{
 	{"redsync with its best tuning (a 1 ms retry delay): no result from bench/redis.", mentions("redis", "redsync-1ms", "redsync-tuned")},
 	{"A 3-server Redlock (redislock's Redlock mode against redsync with 3 pools): no result from bench/redis.", mentions("redis", "redlock")},
 	{"Scale on Redis: 100,000 keys held (server memory per held lock, INFO memory) and the time to take and free them: no result from bench/redis (its Held100k runs in full runs only, not with -quick).", mentions("redis", "scale", "100k")},
-	{"Throughput against workers (1–64) on Redis: no Scaling benchmark in bench/redis.", mentions("redis", "scaling/")},
-	{"File hand-off across processes: the file rows use goroutines with a descriptor each (the kernel arbitrates the same way), not separate processes.", nil},
+	{"Throughput against workers (1–64) on Redis: no result from bench/redis's Scaling benchmark.", mentions("redis", "scaling/")},
+	{"File hand-off across processes: no result from bench's HandOffProcesses benchmark (8 worker processes).", mentions("mem", "handoffprocesses/")},
 	{"etcd and PostgreSQL: an 8-key yield against 8 sequential acquisitions while other workers contend for the keys (only the uncontended 8-key rows exist).", nil},
 }
 

@@ -237,12 +237,15 @@ func TestMarkdown(t *testing.T) {
 		// The file class ranks gofrs/flock, not the bare system call.
 		"| gofrs/flock Lock/Unlock (no setting changes its speed) | 3100 | 168 | 3 |",
 		"| concurrency.Mutex | a session per worker (TTL 10 s) | defaults: it has no option",
+		// The file hand-off across processes, with the share columns.
+		"| **filelock (a Locker per process)** | 24.1 | 1697 | 0.817 | 0.037 | 4926 | 49.8 | 0.656 | 1.35 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q", want)
 		}
 	}
-	for _, absent := range []string{"redsync v4 (best tuning", "rueidislock (Redis): no result", "Throughput against workers (1–64) on Redis"} {
+	for _, absent := range []string{"redsync v4 (best tuning", "rueidislock (Redis): no result", "Throughput against workers (1–64) on Redis",
+		"File hand-off across processes"} {
 		if strings.Contains(md, absent) {
 			t.Errorf("markdown has %q", absent)
 		}

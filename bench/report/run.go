@@ -39,7 +39,7 @@ const redisKnown = "^Benchmark(RoundTrip|Uncontended|EightKeys|Contended|Interle
 // 42 points stays bounded.
 var sets = []set{
 	{name: "mem", bench: "^Benchmark(Uncontended|Contended|EightKeysMem|FileUncontended|Scaling|FileScaling)$"},
-	{name: "mem", bench: "^BenchmarkHandOff$", benchtime: "1x", quickBenchtime: "1x"},
+	{name: "mem", bench: "^Benchmark(HandOff|HandOffProcesses)$", benchtime: "1x", quickBenchtime: "1x"},
 	{name: "mem", bench: "^BenchmarkMemScale$", benchtime: "1x", quickBenchtime: "1x",
 		env: []string{"CAESURA_BENCH_SCALE=1"}, rounds: 1},
 	{name: "redis", module: "redis", bench: "^Benchmark(RoundTrip|Uncontended|EightKeys)$"},

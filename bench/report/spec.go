@@ -272,6 +272,19 @@ var tables = []Table{
 			ref("flock(2) on a kept descriptor (no library)", "mem:HandOff/mech=file/flock-fd",
 				"Bare flock(2): a release wakes the waiters, the releaser barges."),
 		}},
+	{Class: "File (processes of one host)", Title: "Hand-off: 8 processes, one key, 100 µs hold",
+		Note: "The same measures with real processes: the test binary runs 8 copies of itself, each with its own Locker (or Flock, or descriptor), timestamped with CLOCK_MONOTONIC, which they share; a MAP_SHARED page counts the acquisitions and checks that no two holders are ever inside at once. Share / fair is the fewest and the most acquisitions of one process against an eighth of all.",
+		Cols: append(slices.Clip(handoffCols), Col{Head: "min share / fair", Unit: "min-share/fair"}, Col{Head: "max share / fair", Unit: "max-share/fair"}),
+		Rows: []Row{
+			ours("caesura.Run (filelock, a Locker per process)", "mem:HandOffProcesses/mech=caesura.Run",
+				"Each process waits in flock(2); the kernel wakes a waiter on release, but the releaser, still on its CPU, usually re-takes the file first: flock is not fair between processes, and caesura cannot make it so."),
+			ours("filelock (a Locker per process)", "mem:HandOffProcesses/mech=filelock",
+				"The same kernel arbitration as bare flock, plus the fencing counter's read and write under the lock."),
+			peer("gofrs/flock (a Flock per process)", "mem:HandOffProcesses/mech=gofrs-flock",
+				"Blocking flock(2) with an open before and a close after each cycle: the same kernel arbitration."),
+			ref("flock(2) on a kept descriptor (no library)", "mem:HandOffProcesses/mech=flock-fd",
+				"Bare flock(2) in each process: the floor, and the same barging releaser."),
+		}},
 	fileScaling(1), fileScaling(1000),
 
 	// Redis.
@@ -610,14 +623,15 @@ func fileScaling(nkeys int) Table {
 func redisScaling(nkeys int) Table {
 	opt := func(r Row) Row { return r.optional() }
 	return scalingTable("Redis", "Redis",
-		Curve{Set: "redis", Bench: "Scaling", NKeys: nkeys, Chart: chartName("redis-scaling", nkeys)}, "",
+		Curve{Set: "redis", Bench: "Scaling", NKeys: nkeys, Chart: chartName("redis-scaling", nkeys)},
+		"Workers are goroutines of one program sharing one go-redis client (a pool of workers + 2 connections) and one Locker (one redsync, bsm/redislock or rueidislock instance). A point stops after 5 s: a capped cell (done-frac below 1 in the raw output) is the acquisitions made by then over the time taken; a peer's lock call that gives up is called again.",
 		[]curveRow{
 			{"caesura-Run", opt(ours("caesura.Run (redislock)", "",
 				"redislock plus the scope per acquisition."))},
 			{"caesura", opt(ours("redislock Acquire/Release", "",
 				"Waiters queue in Redis and are pushed the key on release: one round trip per hand-off on one key, pipelined scripts on many."))},
 			{"redsync-default", opt(peer(redsyncDefault, "",
-				"Polling with 50–250 ms delays: on one key most workers sleep, on many keys it is 2 round trips per acquisition."))},
+				"Polling with 50–250 ms delays: on one key the releaser re-takes the key at once while the others sleep (the hand-off table shows the unfairness), on many keys it is 2 round trips per acquisition."))},
 			{"redsync-1ms", opt(peer(redsyncTuned, "",
 				"Polling every millisecond: more commands per acquisition on one key."))},
 			{"bsm-linear100ms", opt(peer(bsm100ms, "",
