@@ -432,7 +432,6 @@ var gaps = []gap{
 	{"Scale on Redis: 100,000 keys held (server memory per held lock, INFO memory) and the time to take and free them: no result from bench/redis (its Held100k runs in full runs only, not with -quick).", mentions("redis", "scale", "100k")},
 	{"Throughput against workers (1–64) on Redis: no result from bench/redis's Scaling benchmark.", mentions("redis", "scaling/")},
 	{"File hand-off across processes: no result from bench's HandOffProcesses benchmark (8 worker processes).", mentions("mem", "handoffprocesses/")},
-	{"etcd and PostgreSQL: an 8-key yield against 8 sequential acquisitions while other workers contend for the keys (only the uncontended 8-key rows exist).", nil},
 }
 
 func writeGaps(w io.Writer, rs *Results) {
