@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,15 @@ type Locker struct {
 	seqMu  sync.Mutex
 	seqOID atomic.Uint32 // the sequence's OID once resolved; 0 before
 
+	// Keeping the sequence's WAL flushes out of hand-offs (see advanceAt).
+	predict    atomic.Bool  // the horizon is tracked: set when the sequence is resolved
+	horizon    atomic.Int64 // the sequence's last value before its next WAL record, as last seen; 0 unknown
+	left       atomic.Int64 // values left before that record after the latest token seen
+	advancing  atomic.Bool  // an advance runs: the Locker's other acquisitions run none
+	waiting    atomic.Int32 // blocking acquiring statements running, which may wait for a lock
+	sqlAdvance string       // see advanceAt
+	statements []string     // the statements terminate may end: ourStatements and sqlAdvance
+
 	mu       sync.Mutex
 	sessions map[*session]struct{} // pinned sessions with locks, watched by check
 	check    *checker              // the liveness check, nil while nothing is pinned
@@ -115,6 +125,8 @@ func New(pool *pgxpool.Pool, opts Options) (*Locker, error) {
 		}
 	}
 	l.seq = pgx.Identifier(parts).Sanitize()
+	l.sqlAdvance = `SELECT (SELECT ARRAY[s.last_value + s.log_cnt, s.log_cnt] FROM ` + l.seq + ` AS s WHERE d.n >= 0) FROM (SELECT count(nextval($1::oid::regclass)) AS n FROM ` + l.seq + ` AS s, generate_series(0, s.log_cnt) WHERE s.log_cnt < $2) AS d`
+	l.statements = append(slices.Clip(ourStatements), l.sqlAdvance)
 	l.batcher = &batcher{l: l}
 	// An empty session: it pins a connection on first use.
 	l.openSession = func() (*session, error) { return &session{l: l}, nil }
@@ -160,15 +172,37 @@ func (m *mutex) Key() string { return m.key }
 
 func (m *mutex) Batcher() caesura.Batcher { return m.l.batcher }
 
+// The acquiring statements draw the token after the grant. Each has a
+// variant (sqlLockHorizon, ...) that also reads the sequence's horizon (see
+// sqlHorizon and advanceAt), which a Locker runs only while it knows none.
 const (
-	sqlLock    = `SELECT pg_advisory_lock($1), nextval($2::oid::regclass), pg_backend_pid()`
-	sqlTryLock = `SELECT CASE WHEN pg_try_advisory_lock($1) THEN nextval($2::oid::regclass) END, pg_backend_pid()`
+	sqlLock    = `SELECT pg_advisory_lock($1), nextval($2::oid::regclass) AS tok, pg_backend_pid()`
+	sqlTryLock = `SELECT CASE WHEN pg_try_advisory_lock($1) THEN nextval($2::oid::regclass) END AS tok, pg_backend_pid()`
 	// WITH ORDINALITY ... ORDER BY i keeps the array's order, which is the
 	// keys' order (not the ids'). The plan is a Function Scan that projects
 	// pg_advisory_lock row by row, so the locks are taken in that order;
 	// the count above it consumes every row before the outer projection
 	// draws one token, after the last lock was granted.
-	sqlLockBatch = `SELECT nextval($2::oid::regclass), pg_backend_pid(), n FROM (SELECT count(*) AS n FROM (SELECT pg_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS l) AS c`
+	sqlLockBatch = `SELECT nextval($2::oid::regclass) AS tok, pg_backend_pid(), n FROM (SELECT count(*) AS n FROM (SELECT pg_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS l) AS c`
+
+	sqlLockHorizon      = `SELECT a.*, ` + sqlHorizon + ` FROM (` + sqlLock + ` OFFSET 0) AS a`
+	sqlTryLockHorizon   = `SELECT a.*, ` + sqlHorizon + ` FROM (` + sqlTryLock + ` OFFSET 0) AS a`
+	sqlLockBatchHorizon = `SELECT a.*, ` + sqlHorizon + ` FROM (` + sqlLockBatch + ` OFFSET 0) AS a`
+
+	// sqlHorizon is the column that the Horizon variants add to an
+	// acquiring statement: the sequence's horizon, read after the
+	// statement drew its token. The read is in the outer query's
+	// projection, which needs the token of the subquery (OFFSET 0 keeps it
+	// a subquery): it runs after nextval, never before. It goes through
+	// query_to_xml, a query planned when it runs, and only with SELECT on
+	// the sequence: naming the sequence in the statement itself would fail
+	// the whole statement for a role with USAGE alone, which gets NULL.
+	// (In every acquiring statement, even as a branch never taken, the
+	// expression would cost each one about 10µs of executor start-up: the
+	// Locker runs these variants only while it knows no horizon.)
+	sqlHorizon = `CASE WHEN a.tok IS NOT NULL AND has_sequence_privilege($2::oid, 'SELECT')
+  THEN nullif(split_part(split_part(query_to_xml('SELECT last_value + log_cnt AS h FROM ' || $2::oid::regclass::text, false, true, '')::text, '<h>', 2), '</h>', 1), '')::bigint END`
+
 	sqlUnlock    = `SELECT pg_advisory_unlock($1), pg_backend_pid()`
 	sqlUnlockAll = `SELECT bool_and(pg_advisory_unlock(k)), pg_backend_pid() FROM unnest($1::bigint[]) AS k`
 	// sqlUnlockGranted unlocks whichever of the ids the session holds,
@@ -346,8 +380,9 @@ func (s *session) share(ctx context.Context, ms []*mutex, try bool) (hs []*held,
 
 // sequence returns the OID of the fencing sequence, creating the sequence
 // if it does not exist; it is looked up once (passing the OID, not the name,
-// keeps a name lookup out of every acquiring statement). A creation racing
-// another session's is not an error.
+// keeps a name lookup out of every acquiring statement), and whether its
+// horizon can be tracked (see advanceAt) with it. A creation racing another
+// session's is not an error.
 func (l *Locker) sequence(ctx context.Context, c *pgx.Conn) (uint32, error) {
 	if oid := l.seqOID.Load(); oid != 0 {
 		return oid, nil
@@ -358,7 +393,8 @@ func (l *Locker) sequence(ctx context.Context, c *pgx.Conn) (uint32, error) {
 		return oid, nil
 	}
 	var oid *uint32
-	if err := c.QueryRow(ctx, `SELECT to_regclass($1)::oid`, l.seq).Scan(&oid); err != nil {
+	var predict bool
+	if err := c.QueryRow(ctx, sqlSequence, l.seq).Scan(&oid, &predict); err != nil {
 		return 0, err
 	}
 	if oid == nil {
@@ -370,12 +406,138 @@ func (l *Locker) sequence(ctx context.Context, c *pgx.Conn) (uint32, error) {
 				return 0, err
 			}
 		}
-		if err := c.QueryRow(ctx, `SELECT $1::regclass::oid`, l.seq).Scan(&oid); err != nil {
+		if err := c.QueryRow(ctx, sqlSequence, l.seq).Scan(&oid, &predict); err != nil {
 			return 0, err
 		}
+		if oid == nil {
+			return 0, errors.New("not found after CREATE SEQUENCE")
+		}
 	}
+	l.horizon.Store(0)
+	l.predict.Store(predict)
 	l.seqOID.Store(*oid)
 	return *oid, nil
+}
+
+// sqlSequence looks the sequence up: its OID, and whether advances can keep
+// its WAL flushes out of hand-offs: the role may read it, and it hands out
+// consecutive values (INCREMENT 1, CACHE 1), which the horizon arithmetic
+// assumes.
+const sqlSequence = `SELECT o.oid, CASE WHEN s.seqincrement = 1 AND s.seqcache = 1 THEN has_sequence_privilege(o.oid, 'SELECT') ELSE false END
+FROM (SELECT to_regclass($1)::oid AS oid) AS o LEFT JOIN pg_sequence AS s ON s.seqrelid = o.oid`
+
+// The fencing sequence's WAL flushes are kept out of the hand-off.
+//
+// PostgreSQL writes a sequence to the WAL once per 33 values: the nextval
+// that finds the logged values used up logs the next 32 ahead, and its
+// transaction then waits at commit for the WAL to be flushed (an fsync,
+// hundreds of microseconds on many disks), so that a crash cannot issue a
+// value again. Drawn by an acquiring statement, that flush falls between the
+// grant and the return: one hand-off in 33 paid it, which made the
+// contended hand-off's p99 several times the bare advisory lock's.
+//
+// So the Locker follows the sequence's horizon, the last value it hands out
+// before its next WAL record (last_value + log_cnt), and how many values are
+// left before it after the latest token it saw. A blocking acquisition that
+// finds advanceAt or fewer left (or fewer than none: the horizon is stale)
+// while other blocking acquisitions of the Locker run, which are probably
+// waiting for a lock and will draw their tokens at hand-offs, first runs
+// advance, a statement of its own on the same connection, before it queues
+// for the lock (an acquisition with none running beside it runs none: it
+// would only add a round trip). When the sequence has fewer than advanceDraw
+// values left, it draws them and the next, which writes the WAL record, so
+// that the flush is paid there, while no holder waits for this acquisition;
+// the acquiring statements that follow draw values already logged. Either
+// way it returns the horizon. Tokens skip the values advance drew, and still
+// increase in grant order: an acquisition's own token is drawn after its
+// grant, as before. The acquiring statements read the horizon only when the
+// Locker knows none (see sqlHorizon); advance keeps it up to date.
+//
+// It is pacing only, and costs one round trip more per 33 values, under
+// contention only. Advances racing (of other Lockers: one Locker runs one
+// at a time) draw a few values more, and may log once more. A checkpoint
+// (the first nextval after one logs too), other processes drawing values,
+// or an advance that reaches the server too late may still leave a flush
+// to an acquiring statement, which then waits as before. A role without
+// SELECT on the sequence reads nothing, and runs no advance.
+//
+// advanceAt leaves the advance the time of a few hand-offs to reach the
+// server before the waiters' tokens use the values up; advanceDraw, a
+// little more, covers the values drawn meanwhile.
+const (
+	advanceAt   = 6
+	advanceDraw = advanceAt + 2
+)
+
+// readHorizon reports whether an acquiring statement should read the
+// horizon: the Locker tracks it and knows none.
+func (l *Locker) readHorizon() bool {
+	return l.predict.Load() && l.horizon.Load() == 0
+}
+
+// observe notes an acquiring statement's token, and the horizon it read;
+// read is nil when the statement read none, or could not (no SELECT on the
+// sequence: the Locker stops tracking it) if asked to.
+func (l *Locker) observe(tok int64, asked bool, read *int64) {
+	if asked && read == nil {
+		l.predict.Store(false)
+		return
+	}
+	h := l.horizon.Load()
+	if read != nil {
+		h = *read
+		l.horizon.Store(h)
+	}
+	switch {
+	case h == 0:
+	case tok < h-2*(seqLogVals+1):
+		// Far below the horizon: the sequence was set back. (An
+		// acquisition that drew its token just before an advance logged
+		// sees a horizon up to 33 values above it.)
+		l.horizon.CompareAndSwap(h, 0)
+	default:
+		l.left.Store(h - tok)
+	}
+}
+
+// seqLogVals is PostgreSQL's SEQ_LOG_VALS: a sequence's WAL record logs that
+// many values beyond the one that writes it.
+const seqLogVals = 32
+
+// advanceDue reports whether a blocking acquisition starting now runs
+// advance first; if so, that advance must run.
+func (l *Locker) advanceDue() bool {
+	return l.waiting.Load() > 0 && l.predict.Load() && l.horizon.Load() != 0 &&
+		l.left.Load() <= advanceAt && l.advancing.CompareAndSwap(false, true)
+}
+
+// advance draws the values the sequence has left before its next WAL
+// record, and the one that writes it, if they are fewer than advanceDraw,
+// and notes the horizon after (see advanceAt; the subquery that reads it
+// depends on the count of values drawn, so it runs after them). An error
+// that ended the statement's use of the connection (a cancellation, a closed
+// connection) is returned, and fails the acquisition as its own statement's
+// would; a server error is not (the acquiring statement runs as it would
+// without advance), and insufficient_privilege (SELECT revoked since the
+// sequence was resolved) stops the Locker's advances.
+func (l *Locker) advance(ctx context.Context, c *pgx.Conn, seqOID uint32) error {
+	defer l.advancing.Store(false)
+	var hl []int64 // horizon, log_cnt
+	err := c.QueryRow(ctx, l.sqlAdvance, seqOID, advanceDraw).Scan(&hl)
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		if len(hl) == 2 {
+			l.horizon.Store(hl[0])
+			l.left.Store(hl[1])
+		}
+		return nil
+	case isQueryCanceled(err) || !errors.As(err, &pgErr):
+		return err
+	case pgErr.Code == "42501": // insufficient_privilege
+		l.predict.Store(false)
+	}
+	return nil
 }
 
 // destroy closes a connection whose session holds no advisory lock (or is
@@ -435,11 +597,14 @@ func (l *Locker) discard(c *pgxpool.Conn, aborted bool, pid uint32) {
 func (l *Locker) terminate(pid uint32) {
 	ctx, cancel := context.WithTimeout(context.Background(), discardTimeout)
 	defer cancel()
-	_, _ = l.pool.Exec(ctx, sqlTerminate, pid, (discardTimeout - time.Second).Milliseconds(), ourStatements)
+	_, _ = l.pool.Exec(ctx, sqlTerminate, pid, (discardTimeout - time.Second).Milliseconds(), l.statements)
 }
 
-// sqlTerminate ends a backend that is still busy with one of ourStatements,
+// sqlTerminate ends a backend that is still busy with one of l.statements,
 // waiting up to $2 ms for it to exit.
 const sqlTerminate = `SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query = ANY($3)`
 
-var ourStatements = []string{sqlLock, sqlTryLock, sqlLockBatch, sqlUnlock, sqlUnlockAll, sqlUnlockGranted}
+var ourStatements = []string{
+	sqlLock, sqlTryLock, sqlLockBatch, sqlLockHorizon, sqlTryLockHorizon, sqlLockBatchHorizon,
+	sqlUnlock, sqlUnlockAll, sqlUnlockGranted,
+}

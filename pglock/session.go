@@ -129,16 +129,32 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 	c := s.conn.Conn()
 	tokens := make([]int64, len(ms))
 	var pid uint32
+	var horizon *int64 // the sequence's horizon, when the statement read it
+	read := false      // the statement was asked to read it
 	granted := true
 	out, err := run(ctx, c.PgConn(), func(qctx context.Context) error {
 		seqOID, err := l.sequence(qctx, c)
 		if err != nil {
 			return fmt.Errorf("fencing sequence %s: %w", l.seq, err)
 		}
+		if !try {
+			if l.advanceDue() {
+				if err := l.advance(qctx, c, seqOID); err != nil {
+					return fmt.Errorf("fencing sequence %s: %w", l.seq, err)
+				}
+			}
+			l.waiting.Add(1)
+			defer l.waiting.Add(-1)
+		}
+		read = l.readHorizon()
 		switch {
 		case try:
 			var tok *int64
-			if err := c.QueryRow(qctx, sqlTryLock, ms[0].id, seqOID).Scan(&tok, &pid); err != nil {
+			q, dest := sqlTryLock, []any{&tok, &pid}
+			if read {
+				q, dest = sqlTryLockHorizon, append(dest, &horizon)
+			}
+			if err := c.QueryRow(qctx, q, ms[0].id, seqOID).Scan(dest...); err != nil {
 				return err
 			}
 			if tok == nil {
@@ -148,14 +164,22 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 			}
 			return nil
 		case len(ms) == 1:
-			return c.QueryRow(qctx, sqlLock, ms[0].id, seqOID).Scan(nil, &tokens[0], &pid)
+			q, dest := sqlLock, []any{nil, &tokens[0], &pid}
+			if read {
+				q, dest = sqlLockHorizon, append(dest, &horizon)
+			}
+			return c.QueryRow(qctx, q, ms[0].id, seqOID).Scan(dest...)
 		default:
 			ids := make([]int64, len(ms))
 			for i, m := range ms {
 				ids[i] = m.id
 			}
 			var n int
-			if err := c.QueryRow(qctx, sqlLockBatch, ids, seqOID).Scan(&tokens[0], &pid, &n); err != nil {
+			q, dest := sqlLockBatch, []any{&tokens[0], &pid, &n}
+			if read {
+				q, dest = sqlLockBatchHorizon, append(dest, &horizon)
+			}
+			if err := c.QueryRow(qctx, q, ids, seqOID).Scan(dest...); err != nil {
 				return err
 			}
 			if n != len(ms) {
@@ -201,6 +225,7 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 		s.unpinIfIdleLocked()
 		return nil, fmt.Errorf("pglock: lock %q: %w", key, caesura.ErrNotAcquired)
 	}
+	l.observe(tokens[0], read, horizon)
 	hs := make([]*held, len(ms))
 	for i, m := range ms {
 		lost, cancel := context.WithCancelCause(context.Background())

@@ -34,20 +34,28 @@ type outcome struct {
 	// backend before run returned, and a signal that finds the backend
 	// idle is ignored: the session is safe for the next statement.
 	unsettled bool
+	// aborted: the cancel requests did not end the statement in time, and
+	// the connection was given a deadline in the past (cleared again if
+	// the statement had returned meanwhile).
+	aborted bool
 }
 
 // run executes one statement through do, which must use the context it is
 // given. When ctx ends before do returns, run sends cancel requests for the
 // statement (a cancel that arrives before the statement starts is ignored by
-// the server, hence the retries) and, if the statement still runs, cancels
-// do's context, which makes pgx close the connection. run returns once every
-// cancel request it sent has returned.
+// the server, hence the retries) and, if the statement still runs, sets a
+// deadline in the past on the connection, which makes pgx fail the
+// statement and close the connection. run returns once every cancel request
+// it sent has returned.
+//
+// do's context has ctx's values but not its cancellation: pgx then watches
+// no context for the statement (a watch costs allocations on every
+// statement, and the scope's context is always cancellable), and the
+// deadline does what pgx's own reaction to a cancelled context would.
 func run(ctx context.Context, pc *pgconn.PgConn, do func(context.Context) error) (outcome, error) {
 	if ctx.Done() == nil { // never cancelled (context.Background)
 		return outcome{}, do(ctx)
 	}
-	qctx, abort := context.WithCancel(context.WithoutCancel(ctx))
-	defer abort()
 	finished := make(chan struct{})
 	fired := make(chan outcome, 1) // the AfterFunc's outcome, once it returns
 	stop := context.AfterFunc(ctx, func() {
@@ -76,12 +84,18 @@ func run(ctx context.Context, pc *pgconn.PgConn, do func(context.Context) error)
 			case <-t.C:
 			}
 		}
-		abort()
+		out.aborted = true
+		_ = pc.Conn().SetDeadline(time.Unix(1, 0))
 	})
-	err := do(qctx)
+	err := do(context.WithoutCancel(ctx))
 	close(finished)
 	if !stop() {
-		return <-fired, err
+		out := <-fired
+		if out.aborted && !pc.IsClosed() {
+			// do returned before the deadline hit a read or write.
+			_ = pc.Conn().SetDeadline(time.Time{})
+		}
+		return out, err
 	}
 	return outcome{}, err
 }
