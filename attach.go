@@ -87,10 +87,12 @@ type attached struct {
 func (s *scope) attachments() *attachmentSet {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	// more before the check: end looks at more after it sets flagClosed,
+	// so one of the two sees the other.
+	m := s.extra()
+	if s.flags.Load()&flagClosed != 0 {
 		return nil
 	}
-	m := s.extra()
 	if m.attach == nil {
 		m.attach = &attachmentSet{}
 	}

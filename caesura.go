@@ -101,24 +101,23 @@ func run[P, R any](ctx context.Context, cfg *config, fn func(context.Context, Yi
 	var seen []Lock
 	for attempt := 1; ; attempt++ {
 		octx, obs := startObserving(ctx, cfg, attempt)
-		s := newScope(octx, outer, cfg)
-		s.obs = obs
+		s := newScope(octx, outer, cfg, obs)
 		if len(seen) > 0 {
 			// A restart: take every lock seen so far up front, in order.
-			if err := s.yield(seen...); err != nil {
+			if err := s.yieldLocks(seen...); err != nil {
 				var zero R
 				err = s.result(nil, s.end())
-				s.obs.end(err)
+				obs.end(err)
 				return zero, err
 			}
 		}
 		res, err := call(s, fn, p)
 		if cfg.restart == 0 || attempt > cfg.restart || !s.restartable() {
-			s.obs.end(err)
+			obs.end(err)
 			return res, err
 		}
-		s.obs.emit(Event{Kind: Restart, Err: err})
-		s.obs.end(err)
+		obs.emit(Event{Kind: Restart, Err: err})
+		obs.end(err)
 		seen = s.seenLocks()
 	}
 }
@@ -133,12 +132,12 @@ func call[P, R any](s *scope, fn func(context.Context, Yield, P) (R, error), p P
 		r := recover() // nil on runtime.Goexit: the goroutine goes on exiting
 		_ = s.end()    // a panic or Goexit has no error to join a release error to
 		if r != nil {
-			s.obs.end(fmt.Errorf("caesura: the function panicked: %v", r))
+			s.observer().end(fmt.Errorf("caesura: the function panicked: %v", r))
 			panic(r)
 		}
-		s.obs.end(errors.New("caesura: the function called runtime.Goexit"))
+		s.observer().end(errors.New("caesura: the function called runtime.Goexit"))
 	}()
-	res, err = fn(s, s.yield, p)
+	res, err = fn(s, s.yieldFunc(), p)
 	normal = true
 	return res, s.result(err, s.end())
 }

@@ -2,7 +2,6 @@ package caesura
 
 import (
 	"context"
-	"sync/atomic"
 	"time"
 )
 
@@ -24,60 +23,40 @@ type cancelState struct {
 	cancel context.CancelCauseFunc
 }
 
-// lazyCancel is a context.Context that is cancelled only through cancel.
-// Its zero value is not usable: parent must be set.
-type lazyCancel struct {
-	parent context.Context
-	inner  atomic.Pointer[cancelState]
-	done   atomic.Bool // the function returned
-}
+// The scope is a context.Context that is cancelled only through cancel:
+// Deadline, Done and Err are here, Value in scope.go.
 
-func (c *lazyCancel) materialize() *cancelState {
-	if in := c.inner.Load(); in != nil {
+func (s *scope) materialize() *cancelState {
+	if in := s.inner.Load(); in != nil {
 		return in
 	}
-	ctx, cancel := context.WithCancelCause(c.parent)
+	ctx, cancel := context.WithCancelCause(s.parent)
 	in := &cancelState{ctx: ctx, cancel: cancel}
-	if !c.inner.CompareAndSwap(nil, in) {
+	if !s.inner.CompareAndSwap(nil, in) {
 		cancel(nil) // another goroutine materialised first: drop ours
-		return c.inner.Load()
+		return s.inner.Load()
 	}
-	if c.done.Load() {
+	if s.flags.Load()&flagDone != 0 {
 		in.cancel(ErrScopeEnded)
 	}
 	return in
 }
 
 // cancel cancels the context with cause; the first cause wins.
-func (c *lazyCancel) cancel(cause error) { c.materialize().cancel(cause) }
+func (s *scope) cancel(cause error) { s.materialize().cancel(cause) }
 
-// end marks the context done for good (the function returned).
-func (c *lazyCancel) end() {
-	c.done.Store(true)
-	if in := c.inner.Load(); in != nil {
-		in.cancel(ErrScopeEnded)
-	}
-}
+func (s *scope) Deadline() (time.Time, bool) { return s.parent.Deadline() }
 
-func (c *lazyCancel) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+func (s *scope) Done() <-chan struct{} { return s.materialize().ctx.Done() }
 
-func (c *lazyCancel) Done() <-chan struct{} { return c.materialize().ctx.Done() }
-
-func (c *lazyCancel) Err() error {
-	if in := c.inner.Load(); in != nil {
+func (s *scope) Err() error {
+	if in := s.inner.Load(); in != nil {
 		return in.ctx.Err()
 	}
-	if c.done.Load() {
-		return c.materialize().ctx.Err()
+	if s.flags.Load()&flagDone != 0 {
+		return s.materialize().ctx.Err()
 	}
-	return c.parent.Err()
-}
-
-func (c *lazyCancel) value(key any) any {
-	if in := c.inner.Load(); in != nil {
-		return in.ctx.Value(key)
-	}
-	return c.parent.Value(key)
+	return s.parent.Err()
 }
 
 // releaseCtx is the context Release gets: the function's values, none of its
@@ -93,14 +72,15 @@ type releaseTimer struct {
 }
 
 func (r *releaseCtx) get() context.Context {
-	if t := r.timer.Load(); t != nil {
+	m := (*scope)(r).extra()
+	if t := m.timer.Load(); t != nil {
 		return t.ctx
 	}
-	ctx, stop := context.WithTimeout(context.WithoutCancel(r.lazyCancel.parent), r.cfg.releaseTimeout)
+	ctx, stop := context.WithTimeout(context.WithoutCancel(r.parent), r.cfg.releaseTimeout)
 	t := &releaseTimer{ctx: ctx, stop: stop}
-	if !r.timer.CompareAndSwap(nil, t) {
+	if !m.timer.CompareAndSwap(nil, t) {
 		stop()
-		return r.timer.Load().ctx
+		return m.timer.Load().ctx
 	}
 	return ctx
 }
@@ -108,8 +88,10 @@ func (r *releaseCtx) get() context.Context {
 func (r *releaseCtx) Deadline() (time.Time, bool) { return r.get().Deadline() }
 func (r *releaseCtx) Done() <-chan struct{}       { return r.get().Done() }
 func (r *releaseCtx) Err() error {
-	if t := r.timer.Load(); t != nil {
-		return t.ctx.Err()
+	if m := r.more.Load(); m != nil {
+		if t := m.timer.Load(); t != nil {
+			return t.ctx.Err()
+		}
 	}
 	return nil
 }
@@ -133,8 +115,8 @@ func (r *releaseCtx) AfterFunc(f func()) (stop func() bool) { return context.Aft
 // closeRelease frees the timer, if a backend started one. A backend that asks
 // for the context after the scope ended gets a fresh one whose timer the
 // garbage collector frees.
-func (s *scope) closeRelease() {
-	if t := s.timer.Load(); t != nil {
+func (s *scope) closeRelease(m *scopeMore) {
+	if t := m.timer.Load(); t != nil {
 		t.stop()
 	}
 }

@@ -14,36 +14,49 @@ import (
 )
 
 // A scope is one run of a function under Run or Serialize: it is the
-// function's context, owns the locks its yields acquired, and releases them
-// when the function ends.
+// function's context and its Yield (see yieldFunc), owns the locks its yields
+// acquired, and releases them when the function ends.
+//
+// Everything a run with one yield of one lock needs is in the scope itself,
+// so that such a run allocates nothing but the scope; the rest (more locks,
+// restarts, observers, faults, attachments, the release timer) is in more,
+// made on first need.
 type scope struct {
-	lazyCancel // the function's context
+	// code and self make the scope the closure of its own Yield: they must
+	// stay the first two words (see yieldFunc).
+	code uintptr
+	self *scope
 
-	outer *scope  // the enclosing scope, found through the context; nil at the top
-	cfg   *config // shared by every run of a Run or Serialize call site
-	yield Yield
-	obs   *observing // nil unless observers are configured
+	parent context.Context             // the caller's context (an observer's, if one gave it)
+	inner  atomic.Pointer[cancelState] // the function's cancellable context, once needed (context.go)
+	outer  *scope                      // the enclosing scope, found through the context; nil at the top
+	cfg    *config                     // shared by every run of a Run or Serialize call site
+	more   atomic.Pointer[scopeMore]   // made once by extra, never replaced
 
-	ymu sync.Mutex // held by a running yield; TryLock detects a racing yield
+	flags atomic.Uint32 // the flag... bits below
 
-	timer atomic.Pointer[releaseTimer] // the release context's, once a backend asked
+	// mu guards the held locks (one while flagOne is set, and those in
+	// more). Only the running yield (the goroutine that set flagYielding)
+	// writes them, so it may read them without mu; everyone else (nested
+	// scopes, Token, end) takes mu, or reads one after seeing flagOne.
+	mu sync.Mutex
 
-	faulty atomic.Bool // fault is set: a yield failed or a lock was lost
-
-	lent atomic.Bool // slot was lent
 	slot lend.Slot   // room for one handle of the memory backend
-
-	// mu guards what follows. Writers of held, maxKey and closed also hold
-	// ymu, so the goroutine that holds ymu may read them without mu;
-	// everyone else (nested scopes, Token) takes mu.
-	mu     sync.Mutex
-	held   []heldLock
-	maxKey string  // the highest key in held
-	fault  *faults // nil until a yield fails or a lock is lost
-	closed bool    // the function returned: yields fail
-	more   *scopeMore
-	buf    [1]heldLock
+	one  [1]heldLock // the first held lock; see flagOne
 }
+
+// The scope's flags. flagYielding is the yield's gate: a yield sets it with
+// a compare-and-swap, so a racing yield sees it and fails, and end waits for
+// it to clear (flagWaiter) before it sets flagClosed.
+const (
+	flagYielding = 1 << iota // a yield is running
+	flagWaiter               // end waits for the running yield: its leave closes more.left
+	flagClosed               // the function returned: yields fail
+	flagDone                 // the function returned: its context is done
+	flagOne                  // one[0] holds a lock; written before the flag is set, never after
+	flagFaulty               // more.fault is set: a yield failed or a lock was lost
+	flagLent                 // slot was lent
+)
 
 // faults are what went wrong in a scope; the first of each kind is kept.
 type faults struct {
@@ -52,16 +65,14 @@ type faults struct {
 }
 
 func (s *scope) faultsLocked() *faults {
-	if s.fault == nil {
-		s.fault = &faults{}
-		s.faulty.Store(true)
-	}
-	return s.fault
+	m := s.extra()
+	s.flags.Or(flagFaulty)
+	return &m.fault
 }
 
 // failed returns the first failed yield's error.
 func (s *scope) failed() error {
-	if !s.faulty.Load() {
+	if s.flags.Load()&flagFaulty == 0 {
 		return nil
 	}
 	s.mu.Lock()
@@ -71,33 +82,58 @@ func (s *scope) failed() error {
 
 // failed returns the first failed yield's error; s.mu is held.
 func (s *scope) failedLocked() error {
-	if s.fault == nil {
+	if s.flags.Load()&flagFaulty == 0 {
 		return nil
 	}
-	return s.fault.err
+	return s.more.Load().fault.err
 }
 
-// scopeMore is what only scopes with many locks, several locks in one yield
-// or restarts need: kept apart so that the common scope is small.
+// scopeMore is what only scopes with several locks, restarts, observers,
+// faults, attachments or a release timer need: kept apart so that the
+// common scope is small.
 type scopeMore struct {
+	obs *observing // set before the scope is shared; nil unless observers are configured
+
+	// Under the scope's mu; written by the running yield only.
+	spilled bool           // the held locks are in held, not in the scope's one
+	held    []heldLock     // oldest first
+	maxKey  string         // the highest key in held
 	index   map[string]int // key -> position in held, once held grows large
 	seen    []Lock         // every lock yielded so far, kept only when restart is on
-	scratch []pending
-	attach  *attachmentSet // what backends attached, see Attach
+	scratch []pending      // the running yield's alone
+
+	fault  faults         // under mu; see flagFaulty
+	attach *attachmentSet // what backends attached, see Attach; under mu
+	left   chan struct{}  // closed by a yield that leaves while end waits; see flagWaiter
+
+	timer atomic.Pointer[releaseTimer] // the release context's, once a backend asked
 }
 
+// extra returns the scope's scopeMore, making it on first need.
 func (s *scope) extra() *scopeMore {
-	if s.more == nil {
-		s.more = &scopeMore{}
+	if m := s.more.Load(); m != nil {
+		return m
 	}
-	return s.more
+	m := &scopeMore{}
+	if s.more.CompareAndSwap(nil, m) {
+		return m
+	}
+	return s.more.Load()
+}
+
+// observer returns the scope's observers, nil if none is configured.
+func (s *scope) observer() *observing {
+	if m := s.more.Load(); m != nil {
+		return m.obs
+	}
+	return nil
 }
 
 type heldLock struct {
-	key   string
-	h     Held
-	stop  func() bool   // stops the loss watch; nil when the Held is not Lossy
-	batch BatchReleaser // set when a batch acquired it and can release in one call
+	key  string
+	h    Held
+	lock Lock        // what acquired it; its BatchReleaser, if any, releases it with its neighbours
+	stop func() bool // stops the loss watch; nil when the Held is not Lossy
 }
 
 type pending struct {
@@ -109,11 +145,24 @@ type pending struct {
 // to position instead of scanning.
 const indexAt = 16
 
-func newScope(ctx context.Context, outer *scope, cfg *config) *scope {
-	s := &scope{outer: outer, cfg: cfg}
-	s.lazyCancel.parent = ctx
-	s.held = s.buf[:0]
-	s.yield = s.yieldLocks
+// yieldFunc returns the scope's Yield. Where yieldCode is set (see
+// yield_unsafe.go), the scope starts with the two words of the closure of
+// s.yieldLocks, so a Yield that points at the scope is that closure, and
+// handing it out allocates nothing; otherwise (the purego build tag, or a
+// compiler that lays out closures otherwise) it is a method value of its own.
+func (s *scope) yieldFunc() Yield {
+	if s.code == 0 {
+		return s.yieldLocks
+	}
+	return scopeYield(s)
+}
+
+func newScope(ctx context.Context, outer *scope, cfg *config, obs *observing) *scope {
+	s := &scope{code: yieldCode, parent: ctx, outer: outer, cfg: cfg}
+	s.self = s
+	if obs != nil {
+		s.more.Store(&scopeMore{obs: obs})
+	}
 	return s
 }
 
@@ -122,13 +171,16 @@ func (s *scope) Value(key any) any {
 	if key == (scopeKey{}) {
 		return s
 	}
-	return s.lazyCancel.value(key)
+	if in := s.inner.Load(); in != nil {
+		return in.ctx.Value(key)
+	}
+	return s.parent.Value(key)
 }
 
 // LendSlot lends the memory backend room for one handle (see internal/lend):
 // the first caller gets it, later ones nil.
 func (s *scope) LendSlot() *lend.Slot {
-	if !s.lent.CompareAndSwap(false, true) {
+	if s.flags.Or(flagLent)&flagLent != 0 {
 		return nil
 	}
 	return &s.slot
@@ -139,29 +191,68 @@ func scopeFrom(ctx context.Context) *scope {
 	return s
 }
 
+// heldLocked returns the locks the scope holds, oldest first. The caller
+// holds mu, or is the running yield and only reads.
+func (s *scope) heldLocked() []heldLock {
+	if m := s.more.Load(); m != nil && m.spilled {
+		return m.held
+	}
+	if s.flags.Load()&flagOne != 0 {
+		return s.one[:]
+	}
+	return nil
+}
+
+// maxKeyLocked returns the highest key the scope holds; see heldLocked.
+func (s *scope) maxKeyLocked() string {
+	if m := s.more.Load(); m != nil && m.spilled {
+		return m.maxKey
+	}
+	if s.flags.Load()&flagOne != 0 {
+		return s.one[0].key
+	}
+	return ""
+}
+
 // yieldLocks is the scope's Yield.
 func (s *scope) yieldLocks(locks ...Lock) error {
-	if !s.ymu.TryLock() {
-		s.mu.Lock()
-		closed := s.closed
-		s.mu.Unlock()
-		if closed {
+	f := s.flags.Load()
+	for f&(flagYielding|flagClosed) != 0 || !s.flags.CompareAndSwap(f, f|flagYielding) {
+		if f&flagClosed != 0 {
 			return ErrScopeEnded
 		}
-		err := ErrConcurrentYield
-		s.fail(err)
-		return err
+		if f&flagYielding != 0 {
+			err := ErrConcurrentYield
+			s.fail(err)
+			return err
+		}
+		f = s.flags.Load()
 	}
-	defer s.ymu.Unlock()
+	var one uint32 // flagOne when this yield took one[0] without mu
+	defer func() { s.leave(one) }()
 
-	// Holding ymu, this goroutine is the only writer of closed, held and
-	// maxKey: it reads them without mu.
-	if s.closed {
-		return ErrScopeEnded
-	}
 	if failed := s.failed(); failed != nil {
 		return fmt.Errorf("%w: %w", ErrYieldFailed, failed)
 	}
+	// The common case, one lock in a scope that holds none, with no
+	// enclosing scope, no options, no fault and a live context: the lock
+	// goes into one without mu, and leave publishes it (flagOne) as it opens
+	// the gate.
+	if len(locks) == 1 && f&(flagOne|flagFaulty) == 0 && s.outer == nil && s.cfg.restart == 0 &&
+		s.more.Load() == nil && s.inner.Load() == nil && locks[0] != nil && s.parent.Err() == nil {
+		l := locks[0]
+		if key := l.Key(); key != "" {
+			h, err := s.take(l, key, "")
+			if err != nil {
+				s.fail(err)
+				return err
+			}
+			s.record(&s.one[0], key, h, l)
+			one = flagOne
+			return nil
+		}
+	}
+
 	if s.cfg.restart > 0 {
 		s.mu.Lock()
 		m := s.extra()
@@ -180,6 +271,14 @@ func (s *scope) yieldLocks(locks ...Lock) error {
 	return nil
 }
 
+// leave opens the yield's gate, setting flagOne if one is flagOne, and
+// wakes end if it waits.
+func (s *scope) leave(one uint32) {
+	if s.flags.Add(one-flagYielding)&flagWaiter != 0 {
+		close(s.more.Load().left)
+	}
+}
+
 // fail records a yield's error and cancels the function's context with it.
 func (s *scope) fail(err error) {
 	s.mu.Lock()
@@ -192,7 +291,8 @@ func (s *scope) fail(err error) {
 
 // acquire takes every lock of one yield, or none of them.
 func (s *scope) acquire(locks []Lock) error {
-	if s.obs == nil {
+	obs := s.observer()
+	if obs == nil {
 		return s.acquireLocks(locks)
 	}
 	keys := make([]string, 0, len(locks))
@@ -203,10 +303,10 @@ func (s *scope) acquire(locks []Lock) error {
 	}
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
-	s.obs.began = time.Now()
-	s.obs.emit(Event{Kind: WaitStart, Keys: keys})
+	obs.began = time.Now()
+	obs.emit(Event{Kind: WaitStart, Keys: keys})
 	err := s.acquireLocks(locks)
-	s.obs.emit(Event{Kind: WaitEnd, Keys: keys, Wait: time.Since(s.obs.began), Err: err})
+	obs.emit(Event{Kind: WaitEnd, Keys: keys, Wait: time.Since(obs.began), Err: err})
 	return err
 }
 
@@ -228,7 +328,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 		if err != nil {
 			return err
 		}
-		s.add(key, h, releaser(l))
+		s.add(key, h, l)
 		return nil
 	}
 
@@ -250,14 +350,14 @@ func (s *scope) acquireLocks(locks []Lock) error {
 	}
 	ps = ps[:n]
 
-	start := len(s.held) // ymu is held: no other writer
+	start := len(s.heldLocked()) // the running yield is the only writer
 	for i := 0; i < len(ps); {
 		if ps[i].key < top {
 			h, err := s.take(ps[i].lock, ps[i].key, top)
 			if err != nil {
 				return s.undo(start, err)
 			}
-			s.add(ps[i].key, h, releaser(ps[i].lock))
+			s.add(ps[i].key, h, ps[i].lock)
 			i++
 			continue
 		}
@@ -289,9 +389,8 @@ func (s *scope) acquireLocks(locks []Lock) error {
 				}
 				return s.undo(start, fmt.Errorf("caesura: %T.AcquireBatch returned %d handles for %d locks", b, len(hs), len(run)))
 			}
-			br, _ := b.(BatchReleaser)
 			for k, h := range hs {
-				s.add(ps[i+k].key, h, br)
+				s.add(ps[i+k].key, h, ps[i+k].lock)
 			}
 			i = j
 			continue
@@ -300,7 +399,7 @@ func (s *scope) acquireLocks(locks []Lock) error {
 		if err != nil {
 			return s.undo(start, err)
 		}
-		s.add(ps[i].key, h, releaser(ps[i].lock))
+		s.add(ps[i].key, h, ps[i].lock)
 		i++
 	}
 	return nil
@@ -319,9 +418,7 @@ func releaser(l Lock) BatchReleaser {
 // sorted validates locks and returns them sorted by key without duplicates,
 // in scratch space the scope reuses.
 func (s *scope) sorted(locks []Lock) ([]pending, error) {
-	s.mu.Lock() // more is read by nested scopes under mu
 	m := s.extra()
-	s.mu.Unlock()
 	ps := m.scratch[:0]
 	for i, l := range locks {
 		if l == nil {
@@ -374,73 +471,94 @@ func (s *scope) take(l Lock, key, top string) (Held, error) {
 }
 
 func (s *scope) refuse(e *OrderError) error {
-	s.obs.emit(Event{Kind: Refused, Key: e.Key, Held: e.Held, Err: e})
+	s.observer().emit(Event{Kind: Refused, Key: e.Key, Held: e.Held, Err: e})
 	return e
 }
 
 // chain reports whether key is held by this scope or an enclosing one, and
-// the highest key they hold. The caller holds s.ymu, so s's own state is
-// read without s.mu; enclosing scopes are read under theirs.
+// the highest key they hold. The caller is s's running yield, so s's own
+// state is read without s.mu; enclosing scopes are read under theirs.
 func (s *scope) chain(key string) (held bool, top string) {
-	held, top = s.holdsLocked(key), s.maxKey
+	held, top = s.findLocked(key) >= 0, s.maxKeyLocked()
 	for c := s.outer; c != nil; c = c.outer {
 		c.mu.Lock()
 		if !held {
-			held = c.holdsLocked(key)
+			held = c.findLocked(key) >= 0
 		}
-		if c.maxKey > top {
-			top = c.maxKey
+		if t := c.maxKeyLocked(); t > top {
+			top = t
 		}
 		c.mu.Unlock()
 	}
 	return held, top
 }
 
-func (s *scope) holdsLocked(key string) bool { return s.findLocked(key) >= 0 }
-
-// findLocked returns key's position in held, or -1.
+// findLocked returns key's position in the held locks, or -1; see
+// heldLocked.
 func (s *scope) findLocked(key string) int {
-	if s.more != nil && s.more.index != nil {
-		if i, ok := s.more.index[key]; ok {
+	if m := s.more.Load(); m != nil && m.index != nil {
+		if i, ok := m.index[key]; ok {
 			return i
 		}
 		return -1
 	}
-	for i := range s.held {
-		if s.held[i].key == key {
+	held := s.heldLocked()
+	for i := range held {
+		if held[i].key == key {
 			return i
 		}
 	}
 	return -1
 }
 
-// add records an acquired lock and starts watching it for loss. br, if not
-// nil, can release it together with its neighbours.
-func (s *scope) add(key string, h Held, br BatchReleaser) {
-	hl := heldLock{key: key, h: h, batch: br}
-	if s.obs != nil {
-		s.obs.acquired(key, h)
+// record fills hl with a lock that l acquired and starts watching it for
+// loss.
+func (s *scope) record(hl *heldLock, key string, h Held, l Lock) {
+	if obs := s.observer(); obs != nil {
+		obs.acquired(key, h)
 	}
+	var stop func() bool
 	if lh, ok := h.(Lossy); ok {
 		if lost := lh.Lost(); lost != nil {
-			hl.stop = context.AfterFunc(lost, func() { s.onLost(key, context.Cause(lost)) })
+			stop = context.AfterFunc(lost, func() { s.onLost(key, context.Cause(lost)) })
 		}
 	}
+	hl.key, hl.h, hl.lock, hl.stop = key, h, l, stop
+}
+
+// add records a lock that l acquired.
+func (s *scope) add(key string, h Held, l Lock) {
+	var hl heldLock
+	s.record(&hl, key, h, l)
 	s.mu.Lock()
-	s.held = append(s.held, hl)
-	if s.more != nil && s.more.index != nil {
-		s.more.index[key] = len(s.held) - 1
-	} else if len(s.held) > indexAt {
-		m := s.extra()
-		m.index = make(map[string]int, 2*len(s.held))
-		for i := range s.held {
-			m.index[s.held[i].key] = i
+	defer s.mu.Unlock()
+	m := s.more.Load()
+	if m == nil || !m.spilled {
+		if s.flags.Load()&flagOne == 0 {
+			s.one[0] = hl
+			s.flags.Or(flagOne)
+			return
+		}
+		// The second lock: both move to more.
+		m = s.extra()
+		m.spilled = true
+		m.held = append(make([]heldLock, 0, 4), s.one[0])
+		m.maxKey = s.one[0].key
+		s.flags.And(^uint32(flagOne))
+		s.one[0] = heldLock{}
+	}
+	m.held = append(m.held, hl)
+	if m.index != nil {
+		m.index[key] = len(m.held) - 1
+	} else if len(m.held) > indexAt {
+		m.index = make(map[string]int, 2*len(m.held))
+		for i := range m.held {
+			m.index[m.held[i].key] = i
 		}
 	}
-	if key > s.maxKey {
-		s.maxKey = key
+	if key > m.maxKey {
+		m.maxKey = key
 	}
-	s.mu.Unlock()
 }
 
 func (s *scope) onLost(key string, cause error) {
@@ -448,7 +566,7 @@ func (s *scope) onLost(key string, cause error) {
 	if !ok || err.Key != key {
 		err = &LostError{Key: key, Err: cause}
 	}
-	s.obs.emit(Event{Kind: Lost, Key: key, Err: err})
+	s.observer().emit(Event{Kind: Lost, Key: key, Err: err})
 	s.mu.Lock()
 	if f := s.faultsLocked(); f.lost == nil {
 		f.lost = err
@@ -461,17 +579,22 @@ func (s *scope) onLost(key string, cause error) {
 // nothing of its own) and returns err with any release error joined.
 func (s *scope) undo(start int, err error) error {
 	s.mu.Lock()
-	batch := slices.Clone(s.held[start:])
-	clear(s.held[start:])
-	s.held = s.held[:start]
-	if s.more != nil && s.more.index != nil {
-		for _, hl := range batch {
-			delete(s.more.index, hl.key)
+	held := s.heldLocked()
+	batch := slices.Clone(held[start:])
+	clear(held[start:])
+	if m := s.more.Load(); m != nil && m.spilled {
+		m.held = m.held[:start]
+		if m.index != nil {
+			for _, hl := range batch {
+				delete(m.index, hl.key)
+			}
 		}
-	}
-	s.maxKey = ""
-	for i := range s.held {
-		s.maxKey = max(s.maxKey, s.held[i].key)
+		m.maxKey = ""
+		for i := range m.held {
+			m.maxKey = max(m.maxKey, m.held[i].key)
+		}
+	} else if start == 0 {
+		s.flags.And(^uint32(flagOne))
 	}
 	s.mu.Unlock()
 	return errors.Join(err, s.releaseAll(batch))
@@ -480,74 +603,124 @@ func (s *scope) undo(start int, err error) error {
 // end marks the scope ended (later yields fail), waits for a yield still
 // running in another goroutine, and releases everything, newest first.
 func (s *scope) end() error {
-	if !s.ymu.TryLock() {
-		s.cancel(ErrScopeEnded) // ends the running yield's wait
-		s.ymu.Lock()
+	var f uint32
+	for {
+		f = s.flags.Load()
+		if f&flagYielding != 0 {
+			s.awaitYield()
+			continue
+		}
+		if s.flags.CompareAndSwap(f, (f|flagClosed|flagDone)&^flagOne) {
+			break
+		}
 	}
-	s.mu.Lock()
-	s.closed = true
-	held := s.held
-	s.held = nil
-	var att *attachmentSet
-	if s.more != nil {
-		s.more.index = nil
-		att = s.more.attach
-	}
-	s.mu.Unlock()
-	s.ymu.Unlock()
 	// The function's context ends first, so that goroutines it left
 	// running stop using the locks and the backends' resources before they
 	// go.
-	s.lazyCancel.end()
-	err := s.releaseAll(held)
+	if in := s.inner.Load(); in != nil {
+		in.cancel(ErrScopeEnded)
+	}
+	m := s.more.Load()
+	if m == nil {
+		if f&flagOne != 0 {
+			// one stays as it is: a reader that saw flagOne may read it.
+			return s.release(&s.one[0])
+		}
+		return nil
+	}
+	s.mu.Lock() // after flagClosed: an Attach either is in m.attach now or sees it
+	held := m.held
+	m.held = nil
+	m.index = nil
+	att := m.attach
+	s.mu.Unlock()
+	var err error
+	if f&flagOne != 0 {
+		err = s.release(&s.one[0])
+	} else if held != nil {
+		err = s.releaseAll(held)
+	}
 	if att != nil {
 		err = errors.Join(err, s.detach(att))
 	}
-	s.closeRelease()
+	s.closeRelease(m)
 	return err
+}
+
+// awaitYield waits for a yield running in another goroutine to leave, after
+// closing the gate behind it and cancelling its wait.
+func (s *scope) awaitYield() {
+	m := s.extra()
+	s.mu.Lock()
+	if m.left == nil {
+		m.left = make(chan struct{})
+	}
+	s.mu.Unlock()
+	for {
+		f := s.flags.Load()
+		if f&flagYielding == 0 {
+			return
+		}
+		if s.flags.CompareAndSwap(f, f|flagWaiter|flagClosed) {
+			break
+		}
+	}
+	s.cancel(ErrScopeEnded) // ends the running yield's wait
+	<-m.left
 }
 
 func (s *scope) releaseContext() context.Context { return (*releaseCtx)(s) }
 
+// release releases one held lock.
+func (s *scope) release(hl *heldLock) error {
+	if hl.stop != nil {
+		hl.stop()
+	}
+	err := hl.h.Release(s.releaseContext())
+	if err != nil {
+		err = fmt.Errorf("caesura: release %s: %w", QuoteKey(hl.key), err)
+	}
+	if obs := s.observer(); obs != nil {
+		obs.released(hl.key, err)
+	}
+	return err
+}
+
+// releaseAll releases held, newest first, and clears it.
 func (s *scope) releaseAll(held []heldLock) error {
 	var errs []error
 	for i := len(held) - 1; i >= 0; {
-		// A run of locks one BatchReleaser acquired goes back in one call.
+		// A run of locks one BatchReleaser can release goes back in one
+		// call.
 		j := i
-		if br := held[i].batch; br != nil {
-			for j > 0 && held[j-1].batch == br {
+		br := releaser(held[i].lock)
+		if br != nil {
+			for j > 0 && releaser(held[j-1].lock) == br {
 				j--
 			}
 		}
+		if j == i {
+			if err := s.release(&held[i]); err != nil {
+				errs = append(errs, err)
+			}
+			i--
+			continue
+		}
+		hs := make([]Held, 0, i-j+1)
 		for k := i; k >= j; k-- {
 			if held[k].stop != nil {
 				held[k].stop()
 			}
+			hs = append(hs, held[k].h)
 		}
-		if j < i {
-			hs := make([]Held, 0, i-j+1)
+		err := br.ReleaseBatch(s.releaseContext(), hs)
+		if err != nil {
+			err = fmt.Errorf("caesura: release %d locks from %s to %s: %w", i-j+1, QuoteKey(held[j].key), QuoteKey(held[i].key), err)
+			errs = append(errs, err)
+		}
+		if obs := s.observer(); obs != nil {
 			for k := i; k >= j; k-- {
-				hs = append(hs, held[k].h)
-			}
-			err := held[i].batch.ReleaseBatch(s.releaseContext(), hs)
-			if err != nil {
-				err = fmt.Errorf("caesura: release %d locks from %s to %s: %w", i-j+1, QuoteKey(held[j].key), QuoteKey(held[i].key), err)
-				errs = append(errs, err)
-			}
-			for k := i; k >= j; k-- {
-				if s.obs != nil {
-					s.obs.released(held[k].key, err)
-				}
-			}
-		} else {
-			hl := held[i]
-			err := hl.h.Release(s.releaseContext())
-			if err != nil {
-				err = fmt.Errorf("caesura: release %s: %w", QuoteKey(hl.key), err)
-				errs = append(errs, err)
-			}
-			if s.obs != nil {
-				s.obs.released(hl.key, err)
+				obs.released(held[k].key, err)
 			}
 		}
 		i = j - 1
@@ -559,15 +732,16 @@ func (s *scope) releaseAll(held []heldLock) error {
 // result combines the function's error with what the scope knows: a failed
 // yield and a lost lock are reported even if the function dropped them.
 func (s *scope) result(fnErr, relErr error) error {
-	if !s.faulty.Load() && relErr == nil {
+	if s.flags.Load()&flagFaulty == 0 && relErr == nil {
 		return fnErr
 	}
-	s.mu.Lock()
 	var yieldErr, lost error
-	if s.fault != nil {
-		yieldErr, lost = s.fault.err, s.fault.lost
+	if s.flags.Load()&flagFaulty != 0 {
+		s.mu.Lock()
+		f := s.more.Load().fault
+		s.mu.Unlock()
+		yieldErr, lost = f.err, f.lost
 	}
-	s.mu.Unlock()
 	if yieldErr == nil && lost == nil && relErr == nil {
 		return fnErr
 	}
@@ -588,7 +762,7 @@ func (s *scope) token(key string) (uint64, bool) {
 		i := c.findLocked(key)
 		var h Held
 		if i >= 0 {
-			h = c.held[i].h
+			h = c.heldLocked()[i].h
 		}
 		c.mu.Unlock()
 		if h != nil {

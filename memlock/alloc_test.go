@@ -3,6 +3,8 @@ package memlock_test
 import (
 	"context"
 	"errors"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/caesura-go/caesura"
@@ -76,6 +78,72 @@ func TestLentHandleIsNotReused(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := ml.Len(); n != 0 {
+		t.Fatalf("%d entries left", n)
+	}
+}
+
+// Waiters that got the lock take their handles from a slab of the key's
+// entry. Each is still its own: a stale one fails with ErrNotHeld and leaves
+// the current holder's lock alone, and tokens still only grow.
+func TestHandOffHandlesAreUnique(t *testing.T) {
+	ctx := context.Background()
+	l := memlock.New(memlock.Options{})
+	m := l.Mutex("k")
+	const waiters = 70 // more than one slab
+	first, err := m.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan caesura.Held, waiters)
+	var wg sync.WaitGroup
+	for range waiters {
+		wg.Go(func() {
+			h, err := m.Acquire(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got <- h
+			if err := h.Release(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for l.Waiting("k") != waiters+1 { // the holder and every waiter
+		runtime.Gosched()
+	}
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(got)
+	last, err := m.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[caesura.Held]bool{}
+	prev := first.(caesura.Fenced).Token()
+	for h := range got {
+		if seen[h] {
+			t.Fatal("two acquisitions got the same handle")
+		}
+		seen[h] = true
+		if tok := h.(caesura.Fenced).Token(); tok <= prev {
+			t.Fatalf("token %d after %d", tok, prev)
+		} else {
+			prev = tok
+		}
+		if err := h.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
+			t.Fatalf("stale release: got %v, want ErrNotHeld", err)
+		}
+	}
+	if _, err := m.(caesura.TryLocker).TryAcquire(ctx); !errors.Is(err, caesura.ErrNotAcquired) {
+		t.Fatalf("a stale release freed the holder's lock: try got %v", err)
+	}
+	if err := last.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.Len(); n != 0 {
 		t.Fatalf("%d entries left", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,7 @@ func TestFIFO(t *testing.T) {
 		for l.Waiting("k") != i+2 { // the holder and i+1 waiters
 			runtime.Gosched()
 		}
+		parked(t, i+1)
 	}
 	// The holder releases and asks again: it must come last.
 	_ = h.Release(ctx)
@@ -128,5 +130,32 @@ func TestMillionKeys(t *testing.T) {
 	}
 	if got := l.Len(); got != 0 {
 		t.Fatalf("%d keys left after releasing all", got)
+	}
+}
+
+// parked waits until n goroutines are blocked inside memlock's Acquire.
+// Waiting counts a waiter as soon as it holds a reference to the key's
+// entry, before it blocks on the entry's channel; tests of queue order need
+// the waiter to be in the queue.
+func parked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 1<<20)
+	for {
+		got := 0
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			head, _, _ := strings.Cut(g, "\n")
+			if (strings.Contains(head, "[chan send") || strings.Contains(head, "[select")) &&
+				strings.Contains(g, "caesura/memlock.(*mutex).Acquire") {
+				got++
+			}
+		}
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines parked in Acquire, want %d", got, n)
+		}
+		runtime.Gosched()
 	}
 }

@@ -10,10 +10,12 @@
 // it either got the lock or left the queue.
 //
 // An acquire costs one allocation, its handle, and none inside a scope's
-// first yield (the scope lends the room); a key's entry and channel are
-// reused from a small free list. While a key is contended, a Lock value
-// shared by its waiters finds the key's entry without hashing the key or
-// taking a mutex. A key's entry exists only while the key is
+// first yield (the scope lends the room); a waiter that got the lock takes
+// its handle from a slab its key's entry allocates for 32 waiters at a time,
+// so a contended key costs one allocation per 32 hand-offs. A key's entry
+// and channel are reused from a small free list. While a key is contended,
+// a Lock value shared by its waiters finds the key's entry without hashing
+// the key or taking a mutex. A key's entry exists only while the key is
 // held or waited for, so the Locker does not grow with the number of keys
 // ever used.
 //
@@ -79,7 +81,16 @@ type entry struct {
 	refs atomic.Int32
 	key  string // written under the shard's mutex before refs turns positive
 	sh   *shard // the shard whose map and free list it lives in
+	// tickets is room for the handles of waiters that got the lock, carved
+	// one at a time by the holder (so the lock itself guards it) and
+	// dropped when the entry is freed: a contended key allocates one slab
+	// per slabSize hand-offs instead of a handle per hand-off.
+	tickets []ticket
 }
+
+// slabSize is the number of handles a contended entry allocates at once. A
+// kept handle keeps its slab (slabSize*48 bytes) alive.
+const slabSize = 32
 
 // ticket is one acquisition: the Held handed to the caller. It has the
 // layout of the slot a scope may lend (see internal/lend), so the common
@@ -198,6 +209,7 @@ func (e *entry) unref() {
 		sh.mu.Lock()
 		if e.refs.CompareAndSwap(1, -1) {
 			delete(sh.m, e.key)
+			e.tickets = nil
 			if len(sh.free) < keepFree {
 				sh.free = append(sh.free, e)
 			}
@@ -217,32 +229,43 @@ func (m *mutex) Acquire(ctx context.Context) (caesura.Held, error) {
 	e := m.ref()
 	select {
 	case e.ch <- struct{}{}:
-		return m.held(ctx, e), nil
+		return m.held(ctx, e, false), nil
 	default:
 	}
 	done := ctx.Done()
 	if done == nil { // ctx can never end the wait: a plain send is cheaper
 		e.ch <- struct{}{}
-		return m.held(ctx, e), nil
+		return m.held(ctx, e, true), nil
 	}
 	select {
 	case e.ch <- struct{}{}:
-		return m.held(ctx, e), nil
+		return m.held(ctx, e, true), nil
 	case <-done:
 		e.unref()
 		return nil, caesura.NotAcquired(m.key, ctx.Err())
 	}
 }
 
-// held returns the handle of an acquisition of e, in the slot the scope
-// lends when ctx is one that has a slot left.
-func (m *mutex) held(ctx context.Context, e *entry) *ticket {
+// held returns the handle of an acquisition of e: in the slot the scope
+// lends when ctx is one that has a slot left, else from e's slab if the
+// acquisition waited (the key is contended: the slab is used up soon), else
+// a handle of its own.
+func (m *mutex) held(ctx context.Context, e *entry, waited bool) *ticket {
 	var t *ticket
 	if ln, ok := ctx.(lend.Lender); ok {
 		t = (*ticket)(ln.LendSlot())
 	}
 	if t == nil {
-		t = new(ticket)
+		if waited {
+			// The holder alone carves: the lock guards the slab.
+			if len(e.tickets) == 0 {
+				e.tickets = make([]ticket, slabSize)
+			}
+			t = &e.tickets[0]
+			e.tickets = e.tickets[1:]
+		} else {
+			t = new(ticket)
+		}
 	}
 	t.Key, t.State, t.Fence = m.key, e, m.l.tokens.Add(1)
 	return t
@@ -257,7 +280,7 @@ func (m *mutex) TryAcquire(ctx context.Context) (caesura.Held, error) {
 	e := m.ref()
 	select {
 	case e.ch <- struct{}{}:
-		return m.held(ctx, e), nil
+		return m.held(ctx, e, false), nil
 	default:
 		e.unref()
 		return nil, fmt.Errorf("memlock: %s: %w", caesura.QuoteKey(m.key), caesura.ErrNotAcquired)

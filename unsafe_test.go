@@ -1,0 +1,5 @@
+//go:build !purego
+
+package caesura
+
+const purego = false
