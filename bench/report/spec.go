@@ -181,7 +181,7 @@ var tables = []Table{
 		Cols: []Col{lower(nsCol), bytesCol, allocsCol},
 		Rows: []Row{
 			ours("caesura.Run (memlock)", "mem:Uncontended/caesura.Run",
-				"Run's scope around one memlock acquire: three allocations (the scope, which is also the function's lazily cancellable context and lends memlock the room for its handle; the Yield closure; the variadic slice of yield(l)) and the deferred release are the gap to memlock alone."),
+				"Run's scope around one memlock acquire: two allocations (the scope, which is also the function's lazily cancellable context, its own Yield, and lends memlock the room for its handle; the variadic slice of yield(l)) and the deferred release are the gap to memlock alone."),
 			ours("memlock Acquire/Release", "mem:Uncontended/memlock",
 				"A hash of the key, a map insert and delete under one of 64 shard mutexes (the key's entry exists only while it is held), and one send/receive on a pooled one-slot channel; the allocation is the Held handle."),
 			peer("x/sync semaphore.Weighted", "mem:Uncontended/semaphore.Weighted",
