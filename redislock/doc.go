@@ -28,9 +28,10 @@
 //   - Waiting is fair and pushed: a waiter that finds the lock taken joins
 //     the lock's FIFO queue (kept in Redis, so waiters of every process share
 //     it). Release hands the lock straight to the head waiter and publishes
-//     one message on the Locker's channel; the waiter is done when it reads
-//     it, without another round trip, and a releaser that asks again queues
-//     behind the others. All waiters of a Locker share one subscription.
+//     one message on the channel of the waiter's Locker; the waiter is done
+//     when it reads it, without another round trip, no other Locker is
+//     woken, and a releaser that asks again queues behind the others. All
+//     waiters of a Locker share one subscription.
 //     Every waiter also re-checks after [Options.Recheck] (1s) or when the
 //     holder's lease ends, whichever is sooner, so a lost message costs at
 //     most Recheck and a crashed holder at most its remaining lease. A waiter

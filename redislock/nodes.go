@@ -206,7 +206,7 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 		if err := ctx.Err(); err != nil {
 			return nil, caesura.NotAcquired(keys[0], context.Cause(ctx))
 		}
-		tok := newToken()
+		tok := l.token()
 		start := time.Now()
 		var mu sync.Mutex
 		ok, failed := 0, 0

@@ -33,7 +33,8 @@ const (
 // Options configure a [Locker]. A zero Options (or nil) gives the defaults.
 type Options struct {
 	// Prefix is put before every lock name to form its Redis key and its
-	// caesura key; it also names the pub/sub channel (Prefix + "grants").
+	// caesura key; it also names the pub/sub channels (Prefix + "grants:"
+	// and the Locker's id).
 	// Zero means DefaultPrefix. Lockers that share locks must share it.
 	Prefix string
 
@@ -64,7 +65,8 @@ type Locker struct {
 	nodes   []Client // Redlock's independent masters (nil otherwise)
 	quorum  int
 	prefix  string
-	channel string
+	id      string // the first idLen characters of every token of l
+	channel string // grants to l's waiters come on channel + id
 	ttl     time.Duration
 	drift   time.Duration
 	recheck time.Duration
@@ -129,9 +131,11 @@ func newLocker(opts *Options, cluster bool) (*Locker, error) {
 	// A waiter refreshes its queue entry at every re-check; three missed
 	// re-checks (plus a second of slack) drop it.
 	qttl := 3*o.Recheck + time.Second
+	id := newToken()[:idLen]
 	return &Locker{
 		prefix:  o.Prefix,
-		channel: o.Prefix + "grants",
+		id:      id,
+		channel: o.Prefix + "grants:",
 		ttl:     o.TTL,
 		drift:   o.Drift,
 		recheck: o.Recheck,
@@ -353,6 +357,15 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
+// idLen is the length of a Locker's id, which starts each of its tokens:
+// a grant is published on the channel of the waiter's Locker alone
+// (channel + id), so a hand-off wakes one process, not every process that
+// waits for any lock of the prefix. The other 96 bits of a token are random.
+const idLen = 8
+
+// token returns a new token of l: its id and 96 random bits.
+func (l *Locker) token() string { return l.id + newToken()[idLen:] }
+
 type grantMsg struct {
 	key   string
 	fence uint64
@@ -377,7 +390,7 @@ func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, 
 	if err := ctx.Err(); err != nil {
 		return nil, caesura.NotAcquired(first, context.Cause(ctx))
 	}
-	tok := newToken()
+	tok := l.token()
 
 	// Queue at once only when the subscription is up, so that no grant can
 	// be published before we listen for it. Otherwise try first, and set
@@ -533,7 +546,7 @@ func (l *Locker) subscribe(ctx context.Context) error {
 		return errors.New("redislock: Locker closed")
 	}
 	if l.sub == nil {
-		l.sub = l.c.Subscribe(context.WithoutCancel(ctx), l.channel)
+		l.sub = l.c.Subscribe(context.WithoutCancel(ctx), l.channel+l.id)
 		l.ready = make(chan struct{})
 		l.loopEnd = make(chan struct{})
 		go l.loop(l.sub, l.ready, l.loopEnd)

@@ -879,3 +879,66 @@ func TestFencingPastDoubleFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestGrantWakesOneLocker: a hand-off is published on the channel of the
+// waiter's Locker only, so other processes waiting for other locks of the
+// same prefix are not woken by it.
+func TestGrantWakesOneLocker(t *testing.T) {
+	s := startServer(t)
+	a := s.locker(t, nil)
+	b := s.locker(t, nil)
+	ctx := ctxT(t, 10*time.Second)
+	if redislock.ID(a) == redislock.ID(b) {
+		t.Fatal("two Lockers with one id")
+	}
+	watch := s.client(t).PSubscribe(ctx, redislock.DefaultPrefix+"grants:*")
+	defer watch.Close()
+	if _, err := watch.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	h := mustAcquire(t, ctx, a.Mutex("one"))
+	// a also waits, for another lock: its subscription is up.
+	hOther := mustAcquire(t, ctx, b.Mutex("other"))
+	otherDone := make(chan error, 1)
+	go func() {
+		h, err := a.Mutex("other").Acquire(ctx)
+		if err == nil {
+			err = h.Release(ctx)
+		}
+		otherDone <- err
+	}()
+	got := make(chan caesura.Held, 1)
+	go func() {
+		h, err := b.Mutex("one").Acquire(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- h
+	}()
+	c := s.client(t)
+	for readState(ctx, c, a.Mutex("one").Key()).queued == 0 || readState(ctx, c, b.Mutex("other").Key()).queued == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hb := <-got
+	if hb == nil {
+		t.FailNow()
+	}
+	msg, err := watch.ReceiveMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := redislock.DefaultPrefix + "grants:" + redislock.ID(b); msg.Channel != want {
+		t.Fatalf("grant to b's waiter published on %q, want %q", msg.Channel, want)
+	}
+	hb.Release(ctx)
+	hOther.Release(ctx)
+	if err := <-otherDone; err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := watch.ReceiveMessage(ctx); err != nil || msg.Channel != redislock.DefaultPrefix+"grants:"+redislock.ID(a) {
+		t.Fatalf("grant to a's waiter: %v on %v, want the channel of a", err, msg)
+	}
+}

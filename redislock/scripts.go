@@ -26,11 +26,13 @@ import "github.com/redis/go-redis/v9"
 //
 // Leases are judged with the server clock (TIME), as PEXPIRE would be. A
 // release hands the lock straight to the head of the queue and PUBLISHes
-// "token:fence:key" on the backend's channel, so the waiter learns it holds
-// the lock without another round trip, and a releaser cannot barge back in.
+// "token:fence:key" on the channel of the waiter's Locker (the channel
+// prefix followed by the token's first 8 characters, the Locker's id), so
+// the waiter learns it holds the lock without another round trip, no other
+// process is woken, and a releaser cannot barge back in.
 //
 // Every script takes the same ARGV: token, lease TTL (ms), mode ("0" try,
-// "1" wait in the queue), queue entry validity (ms), channel.
+// "1" wait in the queue), queue entry validity (ms), channel prefix.
 //
 // Redis's Lua spends about as long on a library call (string.sub,
 // string.format, tonumber) as on a redis.call, so the common cases run on
@@ -134,7 +136,7 @@ local function grant(i)
   local gt = string.sub(q, 1, 32)
   F[i], O[i], U[i] = F[i] + 1, gt, now + tonumber(string.sub(q, 46, 55))
   Q[i], D[i] = string.sub(q, W + 1), true
-  redis.call('PUBLISH', ch, gt .. ':' .. digits(F[i]) .. ':' .. KEYS[i])
+  redis.call('PUBLISH', ch .. string.sub(gt, 1, 8), gt .. ':' .. digits(F[i]) .. ':' .. KEYS[i])
 end
 
 local function free(i)
