@@ -233,6 +233,16 @@ type handoffStats struct {
 	minShare, maxShare int
 }
 
+// report reports st's measures as b's metrics.
+func (st handoffStats) report(b *testing.B) {
+	b.ReportMetric(st.acqPerSec, "acq/s")
+	b.ReportMetric(float64(st.p50.Nanoseconds())/1e3, "handoff-other-p50-µs")
+	b.ReportMetric(float64(st.p99.Nanoseconds())/1e3, "handoff-other-p99-µs")
+	b.ReportMetric(st.selfFrac, "self-reacquire")
+	b.ReportMetric(st.fifoFrac, "fifo-frac")
+	b.ReportMetric(float64(st.waitMax.Microseconds())/1e3, "max-wait-ms")
+}
+
 func analyzeHandoff(rs []acq, workers int) handoffStats {
 	slices.SortFunc(rs, func(a, b acq) int { return int(a.got - b.got) })
 	var other []time.Duration
@@ -304,12 +314,7 @@ func BenchmarkHandOff(b *testing.B) {
 			runHandoff(ctx, cs, 2*handoffWorkers, 0) // warm up: files, goroutines
 			for b.Loop() {
 				st := analyzeHandoff(runHandoff(ctx, cs, handoffTarget, handoffHold), handoffWorkers)
-				b.ReportMetric(st.acqPerSec, "acq/s")
-				b.ReportMetric(float64(st.p50.Nanoseconds())/1e3, "handoff-other-p50-µs")
-				b.ReportMetric(float64(st.p99.Nanoseconds())/1e3, "handoff-other-p99-µs")
-				b.ReportMetric(st.selfFrac, "self-reacquire")
-				b.ReportMetric(st.fifoFrac, "fifo-frac")
-				b.ReportMetric(float64(st.waitMax.Microseconds())/1e3, "max-wait-ms")
+				st.report(b)
 				b.Logf("per worker %d-%d", st.minShare, st.maxShare)
 			}
 		})

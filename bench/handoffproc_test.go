@@ -270,12 +270,7 @@ func BenchmarkHandOffProcesses(b *testing.B) {
 				rs := runProcesses(b, m.name, handoffWorkers, handoffTarget, handoffHold)
 				st := analyzeHandoff(rs, handoffWorkers)
 				fair := float64(len(rs)) / handoffWorkers
-				b.ReportMetric(st.acqPerSec, "acq/s")
-				b.ReportMetric(float64(st.p50.Nanoseconds())/1e3, "handoff-other-p50-µs")
-				b.ReportMetric(float64(st.p99.Nanoseconds())/1e3, "handoff-other-p99-µs")
-				b.ReportMetric(st.selfFrac, "self-reacquire")
-				b.ReportMetric(st.fifoFrac, "fifo-frac")
-				b.ReportMetric(float64(st.waitMax.Microseconds())/1e3, "max-wait-ms")
+				st.report(b)
 				b.ReportMetric(float64(st.minShare)/fair, "min-share/fair")
 				b.ReportMetric(float64(st.maxShare)/fair, "max-share/fair")
 				b.Logf("per process %d-%d", st.minShare, st.maxShare)
