@@ -63,10 +63,15 @@ else
 end
 `
 
-// mset writes the flat key-value list kv.
+// mset defines mset(kv), which writes the flat key-value list kv: one MSET
+// up to 1000 keys.
 const mset = `
 local function mset(kv)
-  for i = 1, #kv, 2000 do redis.call('MSET', unpack(kv, i, math.min(i + 1999, #kv))) end
+  for i = 1, #kv, 2000 do
+    local j = i + 1999
+    if j > #kv then j = #kv end
+    redis.call('MSET', unpack(kv, i, j))
+  end
 end
 `
 
@@ -79,7 +84,7 @@ local function digits(x)
 end
 `
 
-const funcs = mset + digits + `
+const funcs = digits + `
 local tok, ttl, mode, qttl, ch = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local FREE, ZERO, W = string.rep('-', 32), string.rep('0', 13), 55
 local O, U, F, Q, D = {}, {}, {}, {}, {}
@@ -180,7 +185,7 @@ end
 // The fast path takes the keys when each is missing or free without a
 // queue; the general path also takes lapsed leases and keys handed to the
 // caller.
-var acquireScript = redis.NewScript(clock + mget + `
+var acquireScript = redis.NewScript(clock + mget + mset + `
 do
   local fast = true
   for i = 1, n do
@@ -200,8 +205,6 @@ do
       kv[2 * i - 1] = KEYS[i]
       kv[2 * i] = head .. f
     end
-    if n <= 1000 then redis.call('MSET', unpack(kv)) return res end
-` + mset + `
     mset(kv)
     return res
   end
@@ -252,7 +255,7 @@ return {0, block, rem}
 // nobody took it) and hands it to its head waiter. It returns 1 or 0 per key.
 // Its fast path, when the token owns every key and nobody queues, needs no
 // clock.
-var releaseScript = redis.NewScript(mget + `
+var releaseScript = redis.NewScript(mget + mset + `
 do
   local tok = ARGV[1]
   local fast = true
@@ -270,8 +273,6 @@ do
       kv[2 * i - 1] = KEYS[i]
       kv[2 * i] = string.sub(vs[i], 46)
     end
-    if n <= 1000 then redis.call('MSET', unpack(kv)) return res end
-` + mset + `
     mset(kv)
     return res
   end
@@ -287,7 +288,7 @@ return res
 
 // renewScript extends the lease of every key if the token still holds all of
 // them. It returns 0, or the index of the first key it no longer holds.
-var renewScript = redis.NewScript(clock + mget + funcs + `
+var renewScript = redis.NewScript(clock + mget + mset + funcs + `
 for i = 1, n do
   if holder(i) ~= tok then return i end
 end
@@ -298,7 +299,7 @@ return 0
 
 // cancelScript withdraws a waiter: it leaves every queue and gives up any key
 // that was handed to it meanwhile.
-var cancelScript = redis.NewScript(clock + mget + funcs + `
+var cancelScript = redis.NewScript(clock + mget + mset + funcs + `
 for i = 1, n do
   dequeue(i)
   if O[i] == tok then free(i) end
