@@ -103,19 +103,29 @@
 // create objects, create it once beforehand:
 //
 //	CREATE SEQUENCE IF NOT EXISTS caesura_fence;
-//	GRANT USAGE, SELECT ON SEQUENCE caesura_fence TO locking_role;
+//	GRANT USAGE, UPDATE ON SEQUENCE caesura_fence TO locking_role;
 //
-// PostgreSQL writes a sequence to its WAL once per 33 values, and the
-// transaction that drew the value that wrote it waits for a WAL flush (an
-// fsync) before it returns. Drawn by an acquiring statement, that flush
-// would delay one hand-off in 33. So a Locker follows how many values the
-// sequence has left before its next WAL record, and a blocking acquisition
-// that starts while others of the Locker wait, and finds a few left, first
-// draws them in a statement of its own, before it queues: the flush is paid
-// there, while nobody waits for it, and tokens skip those values (they
-// still increase in grant order). This needs SELECT on the sequence (and
-// INCREMENT 1, CACHE 1, the defaults); with USAGE alone everything works as
-// before, and a contended hand-off in 33 waits for a flush.
+// It must count up one session-independent value at a time: INCREMENT
+// above 0, CACHE 1 and NO CYCLE (the defaults); any other sequence fails
+// every acquisition with an error that names the problem.
+//
+// Tokens cost no WAL flush. PostgreSQL writes a sequence to its WAL once
+// per 33 values, and a transaction that wrote a WAL record normally waits
+// for the flush (an fsync) when it commits; drawn in an acquiring
+// statement, that flush delayed one hand-off in 33, and on a small machine
+// it stalls the other sessions too. So the acquiring statements commit
+// without waiting for it (synchronous_commit off for their own
+// transaction), and tokens stay increasing across a crash that loses the
+// latest WAL because every database session skips ahead once: its first
+// token is 2^24 (16,777,216) values above the sequence's last, drawn with
+// setval in a transaction that does wait for the flush. A crash ends every
+// session, and the values it may lose are those drawn between two WAL
+// flushes (at most three times wal_writer_delay, 200ms by default), far
+// fewer than a skip. So tokens are not consecutive: expect a jump at each
+// new session of the pool. The skip needs UPDATE on the sequence and its
+// default maximum (bigint); with USAGE alone every token waits for its WAL
+// record as it would in a plain nextval, and one acquisition in 33 pays a
+// flush.
 //
 // # Non-guarantees
 //

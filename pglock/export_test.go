@@ -8,8 +8,13 @@ func Watching(l *Locker) (sessions int, armed bool) {
 	return len(l.sessions), l.check != nil
 }
 
-// Horizon reports the fencing sequence's horizon as l last saw it (0 for
-// none), and whether l tracks it.
-func Horizon(l *Locker) (horizon int64, tracked bool) {
-	return l.horizon.Load(), l.predict.Load()
+// SessionSkip is how many values of the fencing sequence a database session
+// skips before its first token, when tokens are drawn without a flush.
+const SessionSkip = sessionSkip
+
+// FastTokens reports whether l draws tokens without waiting for a WAL flush
+// (false also before l looked its sequence up).
+func FastTokens(l *Locker) bool {
+	f := l.resolved.Load()
+	return f != nil && f.fast
 }

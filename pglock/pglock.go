@@ -6,7 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,8 +36,9 @@ type Options struct {
 
 	// Sequence names the sequence that issues fencing tokens, optionally
 	// schema-qualified ("locks.fence"). It is created with CREATE SEQUENCE
-	// IF NOT EXISTS on first use if it does not exist. Empty means
-	// [DefaultSequence].
+	// IF NOT EXISTS on first use if it does not exist; the locking role
+	// needs USAGE and UPDATE on it (see "Lock loss and fencing" in the
+	// package documentation). Empty means [DefaultSequence].
 	Sequence string
 
 	// CheckInterval is how often the liveness check looks at each pinned
@@ -64,17 +65,8 @@ type Locker struct {
 	batcher       *batcher
 	openSession   func() (*session, error) // a scope's session, for caesura.Attach
 
-	seqMu  sync.Mutex
-	seqOID atomic.Uint32 // the sequence's OID once resolved; 0 before
-
-	// Keeping the sequence's WAL flushes out of hand-offs (see advanceAt).
-	predict    atomic.Bool  // the horizon is tracked: set when the sequence is resolved
-	horizon    atomic.Int64 // the sequence's last value before its next WAL record, as last seen; 0 unknown
-	left       atomic.Int64 // values left before that record after the latest token seen
-	advancing  atomic.Bool  // an advance runs: the Locker's other acquisitions run none
-	waiting    atomic.Int32 // blocking acquiring statements running, which may wait for a lock
-	sqlAdvance string       // see advanceAt
-	statements []string     // the statements terminate may end: ourStatements and sqlAdvance
+	seqMu    sync.Mutex
+	resolved atomic.Pointer[fence] // the fencing sequence once looked up; nil before, and after a failed statement
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // pinned sessions with locks, watched by check
@@ -125,8 +117,6 @@ func New(pool *pgxpool.Pool, opts Options) (*Locker, error) {
 		}
 	}
 	l.seq = pgx.Identifier(parts).Sanitize()
-	l.sqlAdvance = `SELECT (SELECT ARRAY[s.last_value + s.log_cnt, s.log_cnt] FROM ` + l.seq + ` AS s WHERE d.n >= 0) FROM (SELECT count(nextval($1::oid::regclass)) AS n FROM ` + l.seq + ` AS s, generate_series(0, s.log_cnt) WHERE s.log_cnt < $2) AS d`
-	l.statements = append(slices.Clip(ourStatements), l.sqlAdvance)
 	l.batcher = &batcher{l: l}
 	// An empty session: it pins a connection on first use.
 	l.openSession = func() (*session, error) { return &session{l: l}, nil }
@@ -172,36 +162,46 @@ func (m *mutex) Key() string { return m.key }
 
 func (m *mutex) Batcher() caesura.Batcher { return m.l.batcher }
 
-// The acquiring statements draw the token after the grant. Each has a
-// variant (sqlLockHorizon, ...) that also reads the sequence's horizon (see
-// sqlHorizon and advanceAt), which a Locker runs only while it knows none.
+// The acquiring statements draw the token after the grant: in the
+// projection that calls pg_advisory_lock, after it, or (batch) in the
+// projection above the count that consumes every lock. Each comes in two
+// forms, one per fencing mode (see fence): with tokDurable and with tokFast.
 const (
-	sqlLock    = `SELECT pg_advisory_lock($1), nextval($2::oid::regclass) AS tok, pg_backend_pid()`
-	sqlTryLock = `SELECT CASE WHEN pg_try_advisory_lock($1) THEN nextval($2::oid::regclass) END AS tok, pg_backend_pid()`
-	// WITH ORDINALITY ... ORDER BY i keeps the array's order, which is the
+	sqlLock          = `SELECT pg_advisory_lock($1), ` + tokDurable + ` AS tok, pg_backend_pid()`
+	sqlLockFast      = `SELECT pg_advisory_lock($1), ` + tokFast + ` AS tok, pg_backend_pid()`
+	sqlTryLock       = `SELECT CASE WHEN pg_try_advisory_lock($1) THEN ` + tokDurable + ` END AS tok, pg_backend_pid()`
+	sqlTryLockFast   = `SELECT CASE WHEN pg_try_advisory_lock($1) THEN ` + tokFast + ` END AS tok, pg_backend_pid()`
+	sqlLockBatch     = `SELECT ` + tokDurable + ` AS tok, pg_backend_pid(), n FROM (` + lockAll + `) AS c`
+	sqlLockBatchFast = `SELECT ` + tokFast + ` AS tok, pg_backend_pid(), n FROM (` + lockAll + `) AS c`
+
+	// lockAll takes the locks of the ids $1 in their order: WITH
+	// ORDINALITY ... ORDER BY i keeps the array's order, which is the
 	// keys' order (not the ids'). The plan is a Function Scan that projects
 	// pg_advisory_lock row by row, so the locks are taken in that order;
-	// the count above it consumes every row before the outer projection
-	// draws one token, after the last lock was granted.
-	sqlLockBatch = `SELECT nextval($2::oid::regclass) AS tok, pg_backend_pid(), n FROM (SELECT count(*) AS n FROM (SELECT pg_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS l) AS c`
+	// the count consumes every row before the projection above it draws
+	// one token, after the last lock was granted.
+	lockAll = `SELECT count(*) AS n FROM (SELECT pg_advisory_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i) AS l`
 
-	sqlLockHorizon      = `SELECT a.*, ` + sqlHorizon + ` FROM (` + sqlLock + ` OFFSET 0) AS a`
-	sqlTryLockHorizon   = `SELECT a.*, ` + sqlHorizon + ` FROM (` + sqlTryLock + ` OFFSET 0) AS a`
-	sqlLockBatchHorizon = `SELECT a.*, ` + sqlHorizon + ` FROM (` + sqlLockBatch + ` OFFSET 0) AS a`
+	// tokDurable draws a value of the sequence $2 in a transaction that
+	// commits as the session's synchronous_commit says.
+	tokDurable = `nextval($2::oid::regclass)`
 
-	// sqlHorizon is the column that the Horizon variants add to an
-	// acquiring statement: the sequence's horizon, read after the
-	// statement drew its token. The read is in the outer query's
-	// projection, which needs the token of the subquery (OFFSET 0 keeps it
-	// a subquery): it runs after nextval, never before. It goes through
-	// query_to_xml, a query planned when it runs, and only with SELECT on
-	// the sequence: naming the sequence in the statement itself would fail
-	// the whole statement for a role with USAGE alone, which gets NULL.
-	// (In every acquiring statement, even as a branch never taken, the
-	// expression would cost each one about 10µs of executor start-up: the
-	// Locker runs these variants only while it knows no horizon.)
-	sqlHorizon = `CASE WHEN a.tok IS NOT NULL AND has_sequence_privilege($2::oid, 'SELECT')
-  THEN nullif(split_part(split_part(query_to_xml('SELECT last_value + log_cnt AS h FROM ' || $2::oid::regclass::text, false, true, '')::text, '<h>', 2), '</h>', 1), '')::bigint END`
+	// tokFast draws a value of the sequence $2 in a transaction that does
+	// not wait for the WAL flush, on a session whose setting $3 says that
+	// it skipped sessionSkip values (see fence). On any other session it
+	// skips them and sets $3, or, if the role may no longer setval, draws
+	// as tokDurable does; either way in a transaction that waits for the
+	// flush (at least locally: synchronous_commit local where the session
+	// has it off). set_config returns its value: "0 * length(...)" only
+	// runs it. synchronous_commit is read when the transaction commits,
+	// after the statement, so each branch sets its own.
+	tokFast = `CASE WHEN current_setting($3, true) = 'on'
+  THEN nextval($2::oid::regclass) + 0 * length(set_config('synchronous_commit', 'off', true))
+  ELSE CASE WHEN has_sequence_privilege($2::oid, 'UPDATE')
+      THEN setval($2::oid::regclass, nextval($2::oid::regclass) + ` + sessionSkipSQL + `) + 0 * length(set_config($3, 'on', false))
+      ELSE nextval($2::oid::regclass) END
+    + 0 * length(set_config('synchronous_commit', CASE current_setting('synchronous_commit') WHEN 'off' THEN 'local' ELSE current_setting('synchronous_commit') END, true))
+END`
 
 	sqlUnlock    = `SELECT pg_advisory_unlock($1), pg_backend_pid()`
 	sqlUnlockAll = `SELECT bool_and(pg_advisory_unlock(k)), pg_backend_pid() FROM unnest($1::bigint[]) AS k`
@@ -378,167 +378,122 @@ func (s *session) share(ctx context.Context, ms []*mutex, try bool) (hs []*held,
 	return hs, true, err
 }
 
-// sequence returns the OID of the fencing sequence, creating the sequence
-// if it does not exist; it is looked up once (passing the OID, not the name,
-// keeps a name lookup out of every acquiring statement), and whether its
-// horizon can be tracked (see advanceAt) with it. A creation racing another
-// session's is not an error.
-func (l *Locker) sequence(ctx context.Context, c *pgx.Conn) (uint32, error) {
-	if oid := l.seqOID.Load(); oid != 0 {
-		return oid, nil
+// fence is the fencing sequence as a Locker resolved it.
+type fence struct {
+	oid uint32
+	// fast: the Locker draws tokens with tokFast, whose transactions do not
+	// wait for a WAL flush. It needs UPDATE on the sequence (setval) and
+	// room for the skips (the bigint maximum, the default); otherwise every
+	// token is drawn with tokDurable.
+	fast bool
+	// setting is the session setting (a placeholder variable) that marks a
+	// session that skipped sessionSkip values of this sequence.
+	setting string
+}
+
+// Fencing tokens without a WAL flush per 33 acquisitions.
+//
+// PostgreSQL writes a sequence to its WAL once per 33 values: the nextval
+// that finds the logged values used up logs the next 32 ahead, and its
+// transaction waits at commit for the WAL to be flushed (an fsync,
+// hundreds of microseconds on many disks), so that a crash cannot hand out
+// a value again. Drawn by an acquiring statement, that flush falls between
+// the grant and the return: one hand-off in 33 paid it, and on a small
+// machine each flush stalls the other sessions too.
+//
+// So the acquiring statements draw their tokens in transactions that do not
+// wait for the flush (synchronous_commit off, for that transaction only).
+// A crash may then lose the sequence's latest WAL records, and the server
+// would hand out values again that it handed out before the crash. What
+// keeps tokens increasing is that every session skips ahead first: the
+// first token a database session draws is setval(nextval + sessionSkip),
+// committed with a flush, and the session notes that in a setting of its
+// own (its name holds the sequence's OID; setval is not transactional, the
+// setting is: a statement that fails after the skip only makes the next
+// one skip again). A crash ends every session, so the first token after it
+// is drawn by a session that skips, from the last value that reached the
+// disk; every value handed out before the crash and lost with the WAL is
+// above that by less than the values drawn between two WAL flushes, which
+// PostgreSQL bounds by three times wal_writer_delay (200ms by default, at
+// most 10s): far fewer than sessionSkip at any rate a server reaches. A
+// failover to a standby behaves the same way, as long as the standby
+// lagged by fewer values. A pooler that resets the server session (DISCARD
+// ALL) resets the setting, and the next token skips again.
+//
+// sessionSkip bounds the sessions a sequence serves: 2^39 of them before
+// the bigint range ends: 17 years of opening one every millisecond.
+const (
+	sessionSkip    = 1 << 24
+	sessionSkipSQL = "16777216"
+)
+
+// sequence returns the fencing sequence, creating it if it does not exist;
+// it is looked up once (passing the OID, not the name, keeps a name lookup
+// out of every acquiring statement). A creation racing another session's
+// is not an error. A sequence that cannot give increasing tokens is an
+// error that names the problem.
+func (l *Locker) sequence(ctx context.Context, c *pgx.Conn) (*fence, error) {
+	if f := l.resolved.Load(); f != nil {
+		return f, nil
 	}
 	l.seqMu.Lock()
 	defer l.seqMu.Unlock()
-	if oid := l.seqOID.Load(); oid != 0 {
-		return oid, nil
+	if f := l.resolved.Load(); f != nil {
+		return f, nil
 	}
-	var oid *uint32
-	var predict bool
-	if err := c.QueryRow(ctx, sqlSequence, l.seq).Scan(&oid, &predict); err != nil {
-		return 0, err
+	var d seqDesc
+	scan := func() error {
+		return c.QueryRow(ctx, sqlSequence, l.seq).Scan(&d.oid, &d.isSeq, &d.increment, &d.cache, &d.cycle, &d.fast)
 	}
-	if oid == nil {
+	if err := scan(); err != nil {
+		return nil, err
+	}
+	if d.oid == nil {
 		if _, err := c.Exec(ctx, `CREATE SEQUENCE IF NOT EXISTS `+l.seq); err != nil {
 			var pgErr *pgconn.PgError
 			// 23505 unique_violation and 42P07 duplicate_table: another
 			// session created it at the same moment.
 			if !errors.As(err, &pgErr) || (pgErr.Code != "23505" && pgErr.Code != "42P07") {
-				return 0, err
+				return nil, err
 			}
 		}
-		if err := c.QueryRow(ctx, sqlSequence, l.seq).Scan(&oid, &predict); err != nil {
-			return 0, err
+		if err := scan(); err != nil {
+			return nil, err
 		}
-		if oid == nil {
-			return 0, errors.New("not found after CREATE SEQUENCE")
+		if d.oid == nil {
+			return nil, errors.New("not found after CREATE SEQUENCE")
 		}
 	}
-	l.horizon.Store(0)
-	l.predict.Store(predict)
-	l.seqOID.Store(*oid)
-	return *oid, nil
+	switch {
+	case !d.isSeq:
+		return nil, errors.New("not a sequence")
+	case d.increment < 1:
+		return nil, fmt.Errorf("INCREMENT %d: tokens must increase", d.increment)
+	case d.cache > 1:
+		return nil, fmt.Errorf("CACHE %d: each session would hand out values from a cache of its own, out of order (ALTER SEQUENCE ... CACHE 1)", d.cache)
+	case d.cycle:
+		return nil, errors.New("CYCLE: its values would start again (ALTER SEQUENCE ... NO CYCLE)")
+	}
+	f := &fence{oid: *d.oid, fast: d.fast, setting: "caesura.fenced_" + strconv.FormatUint(uint64(*d.oid), 10)}
+	l.resolved.Store(f)
+	return f, nil
 }
 
-// sqlSequence looks the sequence up: its OID, and whether advances can keep
-// its WAL flushes out of hand-offs: the role may read it, and it hands out
-// consecutive values (INCREMENT 1, CACHE 1), which the horizon arithmetic
-// assumes.
-const sqlSequence = `SELECT o.oid, CASE WHEN s.seqincrement = 1 AND s.seqcache = 1 THEN has_sequence_privilege(o.oid, 'SELECT') ELSE false END
+// seqDesc is what sqlSequence reads.
+type seqDesc struct {
+	oid         *uint32
+	isSeq       bool
+	increment   int64
+	cache       int64
+	cycle, fast bool
+}
+
+// sqlSequence looks the sequence up: its OID (NULL when there is no
+// relation of that name), whether it is a sequence, and its parameters; fast
+// is whether tokFast may draw from it.
+const sqlSequence = `SELECT o.oid, s.seqrelid IS NOT NULL, coalesce(s.seqincrement, 0), coalesce(s.seqcache, 0), coalesce(s.seqcycle, false),
+  coalesce(s.seqmax = 9223372036854775807 AND has_sequence_privilege(o.oid, 'UPDATE'), false)
 FROM (SELECT to_regclass($1)::oid AS oid) AS o LEFT JOIN pg_sequence AS s ON s.seqrelid = o.oid`
-
-// The fencing sequence's WAL flushes are kept out of the hand-off.
-//
-// PostgreSQL writes a sequence to the WAL once per 33 values: the nextval
-// that finds the logged values used up logs the next 32 ahead, and its
-// transaction then waits at commit for the WAL to be flushed (an fsync,
-// hundreds of microseconds on many disks), so that a crash cannot issue a
-// value again. Drawn by an acquiring statement, that flush falls between the
-// grant and the return: one hand-off in 33 paid it, which made the
-// contended hand-off's p99 several times the bare advisory lock's.
-//
-// So the Locker follows the sequence's horizon, the last value it hands out
-// before its next WAL record (last_value + log_cnt), and how many values are
-// left before it after the latest token it saw. A blocking acquisition that
-// finds advanceAt or fewer left (or fewer than none: the horizon is stale)
-// while other blocking acquisitions of the Locker run, which are probably
-// waiting for a lock and will draw their tokens at hand-offs, first runs
-// advance, a statement of its own on the same connection, before it queues
-// for the lock (an acquisition with none running beside it runs none: it
-// would only add a round trip). When the sequence has fewer than advanceDraw
-// values left, it draws them and the next, which writes the WAL record, so
-// that the flush is paid there, while no holder waits for this acquisition;
-// the acquiring statements that follow draw values already logged. Either
-// way it returns the horizon. Tokens skip the values advance drew, and still
-// increase in grant order: an acquisition's own token is drawn after its
-// grant, as before. The acquiring statements read the horizon only when the
-// Locker knows none (see sqlHorizon); advance keeps it up to date.
-//
-// It is pacing only, and costs one round trip more per 33 values, under
-// contention only. Advances racing (of other Lockers: one Locker runs one
-// at a time) draw a few values more, and may log once more. A checkpoint
-// (the first nextval after one logs too), other processes drawing values,
-// or an advance that reaches the server too late may still leave a flush
-// to an acquiring statement, which then waits as before. A role without
-// SELECT on the sequence reads nothing, and runs no advance.
-//
-// advanceAt leaves the advance the time of a few hand-offs to reach the
-// server before the waiters' tokens use the values up; advanceDraw, a
-// little more, covers the values drawn meanwhile.
-const (
-	advanceAt   = 6
-	advanceDraw = advanceAt + 2
-)
-
-// readHorizon reports whether an acquiring statement should read the
-// horizon: the Locker tracks it and knows none.
-func (l *Locker) readHorizon() bool {
-	return l.predict.Load() && l.horizon.Load() == 0
-}
-
-// observe notes an acquiring statement's token, and the horizon it read;
-// read is nil when the statement read none, or could not (no SELECT on the
-// sequence: the Locker stops tracking it) if asked to.
-func (l *Locker) observe(tok int64, asked bool, read *int64) {
-	if asked && read == nil {
-		l.predict.Store(false)
-		return
-	}
-	h := l.horizon.Load()
-	if read != nil {
-		h = *read
-		l.horizon.Store(h)
-	}
-	switch {
-	case h == 0:
-	case tok < h-2*(seqLogVals+1):
-		// Far below the horizon: the sequence was set back. (An
-		// acquisition that drew its token just before an advance logged
-		// sees a horizon up to 33 values above it.)
-		l.horizon.CompareAndSwap(h, 0)
-	default:
-		l.left.Store(h - tok)
-	}
-}
-
-// seqLogVals is PostgreSQL's SEQ_LOG_VALS: a sequence's WAL record logs that
-// many values beyond the one that writes it.
-const seqLogVals = 32
-
-// advanceDue reports whether a blocking acquisition starting now runs
-// advance first; if so, that advance must run.
-func (l *Locker) advanceDue() bool {
-	return l.waiting.Load() > 0 && l.predict.Load() && l.horizon.Load() != 0 &&
-		l.left.Load() <= advanceAt && l.advancing.CompareAndSwap(false, true)
-}
-
-// advance draws the values the sequence has left before its next WAL
-// record, and the one that writes it, if they are fewer than advanceDraw,
-// and notes the horizon after (see advanceAt; the subquery that reads it
-// depends on the count of values drawn, so it runs after them). An error
-// that ended the statement's use of the connection (a cancellation, a closed
-// connection) is returned, and fails the acquisition as its own statement's
-// would; a server error is not (the acquiring statement runs as it would
-// without advance), and insufficient_privilege (SELECT revoked since the
-// sequence was resolved) stops the Locker's advances.
-func (l *Locker) advance(ctx context.Context, c *pgx.Conn, seqOID uint32) error {
-	defer l.advancing.Store(false)
-	var hl []int64 // horizon, log_cnt
-	err := c.QueryRow(ctx, l.sqlAdvance, seqOID, advanceDraw).Scan(&hl)
-	var pgErr *pgconn.PgError
-	switch {
-	case err == nil:
-		if len(hl) == 2 {
-			l.horizon.Store(hl[0])
-			l.left.Store(hl[1])
-		}
-		return nil
-	case isQueryCanceled(err) || !errors.As(err, &pgErr):
-		return err
-	case pgErr.Code == "42501": // insufficient_privilege
-		l.predict.Store(false)
-	}
-	return nil
-}
 
 // destroy closes a connection whose session holds no advisory lock (or is
 // gone), and removes it from the pool.
@@ -597,14 +552,14 @@ func (l *Locker) discard(c *pgxpool.Conn, aborted bool, pid uint32) {
 func (l *Locker) terminate(pid uint32) {
 	ctx, cancel := context.WithTimeout(context.Background(), discardTimeout)
 	defer cancel()
-	_, _ = l.pool.Exec(ctx, sqlTerminate, pid, (discardTimeout - time.Second).Milliseconds(), l.statements)
+	_, _ = l.pool.Exec(ctx, sqlTerminate, pid, (discardTimeout - time.Second).Milliseconds(), ourStatements)
 }
 
-// sqlTerminate ends a backend that is still busy with one of l.statements,
+// sqlTerminate ends a backend that is still busy with one of ourStatements,
 // waiting up to $2 ms for it to exit.
 const sqlTerminate = `SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query = ANY($3)`
 
 var ourStatements = []string{
-	sqlLock, sqlTryLock, sqlLockBatch, sqlLockHorizon, sqlTryLockHorizon, sqlLockBatchHorizon,
+	sqlLock, sqlLockFast, sqlTryLock, sqlTryLockFast, sqlLockBatch, sqlLockBatchFast,
 	sqlUnlock, sqlUnlockAll, sqlUnlockGranted,
 }

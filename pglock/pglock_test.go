@@ -603,8 +603,8 @@ func TestSequenceCreatedOnFirstUse(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Acquire: %v", err)
 	}
-	if got := h.(caesura.Fenced).Token(); got != 1 {
-		t.Errorf("first token of a new sequence: got %d, want 1", got)
+	if got := h.(caesura.Fenced).Token(); got != 1+pglock.SessionSkip {
+		t.Errorf("first token of a new sequence: got %d, want %d (1 + SessionSkip)", got, 1+pglock.SessionSkip)
 	}
 	if err := h.Release(ctx); err != nil {
 		t.Fatalf("Release: %v", err)
@@ -796,8 +796,8 @@ func TestSequenceRecreated(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Acquire after the sequence was dropped: %v", err)
 	}
-	if got := h.(caesura.Fenced).Token(); got != 1 {
-		t.Errorf("token from the new sequence: got %d, want 1", got)
+	if got := h.(caesura.Fenced).Token(); got != 1+pglock.SessionSkip {
+		t.Errorf("token from the new sequence: got %d, want %d (1 + SessionSkip)", got, 1+pglock.SessionSkip)
 	}
 	if err := h.Release(ctx); err != nil {
 		t.Fatalf("Release: %v", err)

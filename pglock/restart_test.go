@@ -47,6 +47,9 @@ type ownServer struct {
 	dir  string
 	port atomic.Int32
 	as   []string // prefix that runs a command as the server's user
+	// settings are the server's own -c options, after the harness's
+	// (fsync=off unless they say otherwise).
+	settings []string
 }
 
 // skipOrFail skips the test, or fails it when CI=true.
@@ -60,14 +63,15 @@ func skipOrFail(t *testing.T, msg string) {
 
 func startOwnServer(t *testing.T) *ownServer { return startOwnServerOn(t, 0) }
 
-// startOwnServerOn is startOwnServer trying port first (0: any free port).
-func startOwnServerOn(t *testing.T, port int) *ownServer {
+// startOwnServerOn is startOwnServer trying port first (0: any free port),
+// with settings ("name=value") as the server's -c options.
+func startOwnServerOn(t *testing.T, port int, settings ...string) *ownServer {
 	t.Helper()
 	initdb, pgctl := pgBin("initdb"), pgBin("pg_ctl")
 	if initdb == "" || pgctl == "" {
 		skipOrFail(t, "initdb/pg_ctl not found (install postgresql)")
 	}
-	s := &ownServer{t: t}
+	s := &ownServer{t: t, settings: settings}
 	parent := ""
 	if os.Geteuid() == 0 {
 		parent = "/tmp" // the postgres user must reach it, whatever TMPDIR is
@@ -152,7 +156,11 @@ func (s *ownServer) start(port int) {
 func (s *ownServer) data() string { return filepath.Join(s.dir, "data") }
 
 func (s *ownServer) opts() string {
-	return fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", s.port.Load(), s.dir)
+	o := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off", s.port.Load(), s.dir)
+	for _, kv := range s.settings {
+		o += " -c " + kv
+	}
+	return o
 }
 
 func (s *ownServer) dsn() string {

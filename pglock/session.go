@@ -129,32 +129,25 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 	c := s.conn.Conn()
 	tokens := make([]int64, len(ms))
 	var pid uint32
-	var horizon *int64 // the sequence's horizon, when the statement read it
-	read := false      // the statement was asked to read it
 	granted := true
 	out, err := run(ctx, c.PgConn(), func(qctx context.Context) error {
-		seqOID, err := l.sequence(qctx, c)
+		f, err := l.sequence(qctx, c)
 		if err != nil {
 			return fmt.Errorf("fencing sequence %s: %w", l.seq, err)
 		}
-		if !try {
-			if l.advanceDue() {
-				if err := l.advance(qctx, c, seqOID); err != nil {
-					return fmt.Errorf("fencing sequence %s: %w", l.seq, err)
-				}
-			}
-			l.waiting.Add(1)
-			defer l.waiting.Add(-1)
+		args := []any{nil, f.oid, f.setting}
+		if !f.fast {
+			args = args[:2]
 		}
-		read = l.readHorizon()
 		switch {
 		case try:
 			var tok *int64
-			q, dest := sqlTryLock, []any{&tok, &pid}
-			if read {
-				q, dest = sqlTryLockHorizon, append(dest, &horizon)
+			q := sqlTryLock
+			if f.fast {
+				q = sqlTryLockFast
 			}
-			if err := c.QueryRow(qctx, q, ms[0].id, seqOID).Scan(dest...); err != nil {
+			args[0] = ms[0].id
+			if err := c.QueryRow(qctx, q, args...).Scan(&tok, &pid); err != nil {
 				return err
 			}
 			if tok == nil {
@@ -164,22 +157,24 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 			}
 			return nil
 		case len(ms) == 1:
-			q, dest := sqlLock, []any{nil, &tokens[0], &pid}
-			if read {
-				q, dest = sqlLockHorizon, append(dest, &horizon)
+			q := sqlLock
+			if f.fast {
+				q = sqlLockFast
 			}
-			return c.QueryRow(qctx, q, ms[0].id, seqOID).Scan(dest...)
+			args[0] = ms[0].id
+			return c.QueryRow(qctx, q, args...).Scan(nil, &tokens[0], &pid)
 		default:
 			ids := make([]int64, len(ms))
 			for i, m := range ms {
 				ids[i] = m.id
 			}
 			var n int
-			q, dest := sqlLockBatch, []any{&tokens[0], &pid, &n}
-			if read {
-				q, dest = sqlLockBatchHorizon, append(dest, &horizon)
+			q := sqlLockBatch
+			if f.fast {
+				q = sqlLockBatchFast
 			}
-			if err := c.QueryRow(qctx, q, ids, seqOID).Scan(dest...); err != nil {
+			args[0] = ids
+			if err := c.QueryRow(qctx, q, args...).Scan(&tokens[0], &pid, &n); err != nil {
 				return err
 			}
 			if n != len(ms) {
@@ -192,9 +187,9 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 		}
 	})
 	if err != nil {
-		// The sequence may have been dropped and created anew: look its
-		// OID up again next time.
-		l.seqOID.Store(0)
+		// The sequence may have been dropped and created anew, or the
+		// role's privileges on it changed: look it up again next time.
+		l.resolved.Store(nil)
 	}
 	if out.interrupted || err != nil {
 		s.abandonLocked(ms, out)
@@ -225,7 +220,6 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 		s.unpinIfIdleLocked()
 		return nil, fmt.Errorf("pglock: lock %q: %w", key, caesura.ErrNotAcquired)
 	}
-	l.observe(tokens[0], read, horizon)
 	hs := make([]*held, len(ms))
 	for i, m := range ms {
 		lost, cancel := context.WithCancelCause(context.Background())
