@@ -77,10 +77,10 @@
 // scripts), as PEXPIRE would be. The value is not deleted when the lock is
 // free, because it keeps the fencing counter: one short string stays per
 // lock name ever used. Each script reads all its keys with one MGET and
-// writes them with one MSET, so 8 keys cost about what 1 costs. Requires
-// Redis 6.2 or later. A hash left at a lock's key by an earlier version of
-// this package (one hash per lock) is replaced, and its counter starts
-// again from 1.
+// writes them with one MSET (a GET and a SET for one key), so 8 keys cost
+// about what 1 costs. Requires Redis 6.2 or later. A hash left at a lock's
+// key by an earlier version of this package (one hash per lock) is
+// replaced, and its counter starts again from 1.
 //
 // # Non-guarantees
 //

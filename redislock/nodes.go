@@ -89,7 +89,7 @@ func (l *Locker) nodeCtx(ctx context.Context) (context.Context, context.CancelFu
 // owned by another token (on too many masters to keep a quorum).
 func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err error) {
 	run := func(ctx context.Context, c Client) (int64, error) {
-		return renewScript.Run(ctx, c, []string{key}, tok, l.ttlArg, "0", "0", l.channel).Int64()
+		return renewScript.Run(ctx, c, []string{key}, tok, l.channel, l.ttlArg).Int64()
 	}
 	if l.nodes == nil {
 		idx, err := run(ctx, l.c)
@@ -125,7 +125,11 @@ func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err e
 // held (on a quorum of masters, for Redlock).
 func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string) ([]int64, error) {
 	run := func(ctx context.Context, c Client) ([]int64, error) {
-		return releaseScript.Run(ctx, c, keys, tok, "0", "0", "0", l.channel).Int64Slice()
+		reply, err := releaseScript.Run(ctx, c, keys, tok, l.channel).Result()
+		if err != nil {
+			return nil, err
+		}
+		return parseRelease(reply, len(keys))
 	}
 	if l.nodes == nil {
 		return run(ctx, l.c)
@@ -162,11 +166,35 @@ func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string) ([]
 	return out, nil
 }
 
+// parseRelease turns the release script's reply for n keys (1 when it freed
+// every key, else 1 or 0 per key) into 1 or 0 per key.
+func parseRelease(reply any, n int) ([]int64, error) {
+	switch r := reply.(type) {
+	case int64:
+		out := make([]int64, n)
+		for i := range out {
+			out[i] = r
+		}
+		return out, nil
+	case []any:
+		out := make([]int64, len(r))
+		for i, v := range r {
+			x, ok := v.(int64)
+			if !ok {
+				return nil, fmt.Errorf("redislock: release reply %v", reply)
+			}
+			out[i] = x
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("redislock: release reply %v", reply)
+}
+
 // withdraw leaves every queue of keys and frees what tok holds of them, on
 // every master.
 func (l *Locker) withdraw(ctx context.Context, keys []string, tok string) error {
 	run := func(ctx context.Context, c Client) error {
-		return cancelScript.Run(ctx, c, keys, tok, "0", "0", "0", l.channel).Err()
+		return cancelScript.Run(ctx, c, keys, tok, l.channel).Err()
 	}
 	if l.nodes == nil {
 		return run(ctx, l.c)
@@ -213,11 +241,11 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 		var rem time.Duration
 		nctx, cancel := l.nodeCtx(ctx)
 		errs := l.onNodes(func(_ int, c Client) error {
-			vals, err := acquireScript.Run(nctx, c, keys, tok, l.ttlArg, "0", l.qttlArg, l.channel).Slice()
+			reply, err := l.runAcquire(nctx, c, keys, tok, false)
 			var granted bool
 			var r time.Duration
 			if err == nil {
-				granted, _, r, err = parseAcquire(vals, len(keys))
+				granted, _, r, err = parseAcquire(reply, len(keys))
 			}
 			mu.Lock()
 			defer mu.Unlock()

@@ -405,15 +405,11 @@ func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, 
 	var confirmed time.Time // send time of the last attempt that found us waiting
 	for {
 		start := time.Now()
-		mode := "0"
-		if w != nil {
-			mode = "1"
-		}
-		vals, err := acquireScript.Run(ctx, l.c, keys, tok, l.ttlArg, mode, l.qttlArg, l.channel).Slice()
+		reply, err := l.runAcquire(ctx, l.c, keys, tok, w != nil)
 		if err != nil {
 			return nil, l.fail(ctx, keys, tok, err)
 		}
-		ok, fences, rem, err := parseAcquire(vals, len(keys))
+		ok, fences, rem, err := parseAcquire(reply, len(keys))
 		if err != nil {
 			return nil, l.fail(ctx, keys, tok, err)
 		}
@@ -477,7 +473,29 @@ func (l *Locker) fail(ctx context.Context, keys []string, tok string, err error)
 	return out
 }
 
-func parseAcquire(vals []any, n int) (ok bool, fences []uint64, rem time.Duration, err error) {
+// runAcquire runs the acquire script on c; with queue it takes a place in
+// the queue of the key that blocks it.
+func (l *Locker) runAcquire(ctx context.Context, c Client, keys []string, tok string, queue bool) (any, error) {
+	if queue {
+		return acquireScript.Run(ctx, c, keys, tok, l.channel, l.ttlArg, l.qttlArg).Result()
+	}
+	return acquireScript.Run(ctx, c, keys, tok, l.channel, l.ttlArg).Result()
+}
+
+// parseAcquire reads the acquire script's reply for n keys: one key's fence,
+// {1, fence...}, or {0, i, ms} (see scripts.go).
+func parseAcquire(reply any, n int) (ok bool, fences []uint64, rem time.Duration, err error) {
+	vals, isList := reply.([]any)
+	if !isList {
+		if n != 1 {
+			return false, nil, 0, fmt.Errorf("redislock: script reply %v for %d keys", reply, n)
+		}
+		f, err := parseFence(reply)
+		if err != nil {
+			return false, nil, 0, err
+		}
+		return true, []uint64{f}, 0, nil
+	}
 	if len(vals) == 0 {
 		return false, nil, 0, errors.New("redislock: empty script reply")
 	}
@@ -488,21 +506,8 @@ func parseAcquire(vals []any, n int) (ok bool, fences []uint64, rem time.Duratio
 		}
 		fences = make([]uint64, n)
 		for i := range n {
-			// An integer reply, or a string from 1e14 on (see scripts.go).
-			switch f := vals[i+1].(type) {
-			case int64:
-				if f <= 0 {
-					return false, nil, 0, fmt.Errorf("redislock: bad fence %d", f)
-				}
-				fences[i] = uint64(f)
-			case string:
-				u, perr := strconv.ParseUint(f, 10, 64)
-				if perr != nil {
-					return false, nil, 0, fmt.Errorf("redislock: bad fence %q: %w", f, perr)
-				}
-				fences[i] = u
-			default:
-				return false, nil, 0, fmt.Errorf("redislock: bad fence %v", f)
+			if fences[i], err = parseFence(vals[i+1]); err != nil {
+				return false, nil, 0, err
 			}
 		}
 		return true, fences, 0, nil
@@ -512,6 +517,25 @@ func parseAcquire(vals []any, n int) (ok bool, fences []uint64, rem time.Duratio
 	}
 	ms, _ := vals[2].(int64)
 	return false, nil, time.Duration(ms) * time.Millisecond, nil
+}
+
+// parseFence reads a fence of the acquire script's reply: an integer or,
+// from 1e14 on, possibly a decimal string (see scripts.go).
+func parseFence(v any) (uint64, error) {
+	switch f := v.(type) {
+	case int64:
+		if f <= 0 {
+			return 0, fmt.Errorf("redislock: bad fence %d", f)
+		}
+		return uint64(f), nil
+	case string:
+		u, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("redislock: bad fence %q: %w", f, err)
+		}
+		return u, nil
+	}
+	return 0, fmt.Errorf("redislock: bad fence %v", v)
 }
 
 // register adds a waiter for tok if the subscription is ready.

@@ -5,7 +5,8 @@ import "github.com/redis/go-redis/v9"
 // Every lock is one Redis string at its key, so that all of a lock's state
 // sits in one hash slot (Redis Cluster) whatever the key looks like, and a
 // script reads the state of all its keys with one MGET and writes it back
-// with one MSET: a call costs the same few commands for 1 key or for 8.
+// with one MSET (one GET and one SET for a single key): a call costs the
+// same few commands for 1 key or for 8.
 // A free lock that nobody waits for is its fencing counter alone, in
 // decimal; otherwise the value is two fixed-width fields, the queue and the
 // counter:
@@ -31,27 +32,36 @@ import "github.com/redis/go-redis/v9"
 // the waiter learns it holds the lock without another round trip, no other
 // process is woken, and a releaser cannot barge back in.
 //
-// Every script takes the same ARGV: token, lease TTL (ms), mode ("0" try,
-// "1" wait in the queue), queue entry validity (ms), channel prefix.
+// The scripts take their ARGV in one order, each only as far as it needs
+// it: token, channel prefix, lease TTL (ms), queue entry validity (ms).
+// Release and cancel pass the first two, renew three; acquire passes three
+// to try, and all four to wait in the queue of the key that blocks it.
 //
-// Redis's Lua spends about as long on a library call (string.sub,
-// string.format, tonumber) as on a redis.call, so the common cases run on
-// VM operations (length, arithmetic, concatenation) as far as they can. The
-// acquire and release scripts start with a fast path for them (acquire:
-// every key missing or free without a queue, with no library call at all;
+// Redis spends more around a script than in its Lua, so the common cases
+// avoid what measurably costs. On Redis 7.0, in instructions per EVALSHA
+// (callgrind; an empty script with one argument takes about 16k), each
+// further ARGV entry costs about 2k, a redis.call 4k (GET) to 7k (TIME), a
+// table reply 4k more than an integer, converting a 13-digit number to a
+// string by concatenation 4k (glibc's %.14g; string.format('%d') is
+// cheaper, library call included), and a library call such as string.sub
+// about 1k. The acquire and release scripts start with a fast path for the
+// common cases (acquire: every key missing or free without a queue;
 // release: every key owned by the caller without a queue, two string.sub a
-// key): one MGET and one MSET, without creating the general path's
-// functions, which Lua would otherwise do on every call. Keys are read and
-// written in chunks of 1000 (the Lua stack bounds unpack).
+// key): for one key a GET, a SET and an integer reply, for several one MGET
+// and one MSET. Neither creates the general path's functions, which Lua
+// would otherwise do on every call. Keys are read and written in chunks of
+// 1000 (the Lua stack bounds unpack).
+//
+// clock sets now to the server time in ms. TIME replies with strings, which
+// arithmetic converts at every use: us converts the microseconds once.
 const clock = `
 local t = redis.call('TIME')
-local now = t[1] * 1000 + (t[2] - t[2] % 1000) / 1000
+local us = t[2] + 0
+local now = t[1] * 1000 + (us - us % 1000) / 1000
 `
 
-// mget reads every key's value (false when missing) into vs.
-const mget = `
-local n = #KEYS
-local vs
+// readAll reads every key's value (false when missing) into vs.
+const readAll = `
 if n <= 1000 then
   vs = redis.call('MGET', unpack(KEYS))
 else
@@ -62,6 +72,24 @@ else
   end
 end
 `
+
+// get reads the value of the one key into v (false when missing). A key of
+// another type (a hash left by an earlier version of this package) reads as
+// missing, as MGET reads it: GET fails on it, yet costs 2k instructions less
+// than an MGET of one key. Other errors stay errors.
+const get = `
+local v = redis.pcall('GET', KEYS[1])
+if v and v.err then
+  if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then return v end
+  v = false
+end
+`
+
+// mget sets n to the number of keys and reads their values into vs.
+const mget = `
+local n = #KEYS
+local vs
+` + readAll
 
 // mset defines mset(kv), which writes the flat key-value list kv: one MSET
 // up to 1000 keys.
@@ -85,7 +113,7 @@ end
 `
 
 const funcs = digits + `
-local tok, ttl, mode, qttl, ch = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local tok, ch, ttl, qttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local FREE, ZERO, W = string.rep('-', 32), string.rep('0', 13), 55
 local O, U, F, Q, D = {}, {}, {}, {}, {}
 for i = 1, n do
@@ -174,19 +202,34 @@ local function enqueue(i)
 end
 `
 
-// acquireScript takes every key (sorted) or none. It returns {1, fence...}
-// on success, or {0, i, ms}: key i blocks, for at most ms more unless
-// renewed. A free key with waiters goes to the head waiter, not to the
-// caller. On failure the caller keeps only keys below the blocking one that
-// were handed to it earlier (ordered hold-and-wait), gives up every key above
-// it (handing them on), and in wait mode holds a place in the queue of the
-// blocking key only.
+// acquireScript takes every key (sorted) or none. It returns, for one key,
+// its fence; for several, {1, fence...}; or {0, i, ms} when it fails: key i
+// blocks, for at most ms more unless renewed. A free key with waiters goes
+// to the head waiter, not to the caller. On failure the caller keeps only
+// keys below the blocking one that were handed to it earlier (ordered
+// hold-and-wait), gives up every key above it (handing them on), and with a
+// queue entry validity (ARGV[4]) holds a place in the queue of the blocking
+// key only.
 //
 // The fast path takes the keys when each is missing or free without a
 // queue; the general path also takes lapsed leases and keys handed to the
 // caller.
-var acquireScript = redis.NewScript(clock + mget + mset + `
-do
+var acquireScript = redis.NewScript(clock + `
+local n = #KEYS
+local vs
+if n == 1 then
+` + get + `
+  if not v or #v < 46 then
+    local f = (v or 0) + 1
+    redis.call('SET', KEYS[1], string.format('%s%d%d', ARGV[1], now + ARGV[3], f))
+    return f
+  end
+  vs = {v}
+else
+` + readAll + `
+end
+` + mset + `
+if n > 1 then
   local fast = true
   for i = 1, n do
     local v = vs[i]
@@ -196,7 +239,7 @@ do
     end
   end
   if fast then
-    local head = ARGV[1] .. (now + ARGV[2])
+    local head = ARGV[1] .. (now + ARGV[3])
     local res, kv = {1}, {}
     for i = 1, n do
       local f = (vs[i] or 0) + 1
@@ -240,23 +283,37 @@ if block == 0 then
     res[i + 1] = digits(F[i])
   end
   flush()
+  if n == 1 then return res[2] end
   return res
 end
 for i = 1, n do
   if i > block and O[i] == tok then free(i) end
   if i ~= block then dequeue(i) end
 end
-if mode == '1' then enqueue(block) end
+if qttl then enqueue(block) end
 flush()
 return {0, block, rem}
 `)
 
 // releaseScript frees each key the token owns (even past its lease, as
-// nobody took it) and hands it to its head waiter. It returns 1 or 0 per key.
-// Its fast path, when the token owns every key and nobody queues, needs no
-// clock.
-var releaseScript = redis.NewScript(mget + mset + `
-do
+// nobody took it) and hands it to its head waiter. It returns 1 when it
+// freed every key, else 1 or 0 per key. Its fast path, when the token owns
+// every key and nobody queues, needs no clock.
+var releaseScript = redis.NewScript(`
+local n = #KEYS
+local vs
+if n == 1 then
+` + get + `
+  if v and #v < 100 and string.sub(v, 1, 32) == ARGV[1] then
+    redis.call('SET', KEYS[1], string.sub(v, 46))
+    return 1
+  end
+  vs = {v}
+else
+` + readAll + `
+end
+` + mset + `
+if n > 1 then
   local tok = ARGV[1]
   local fast = true
   for i = 1, n do
@@ -267,22 +324,22 @@ do
     end
   end
   if fast then
-    local res, kv = {}, {}
+    local kv = {}
     for i = 1, n do
-      res[i] = 1
       kv[2 * i - 1] = KEYS[i]
       kv[2 * i] = string.sub(vs[i], 46)
     end
     mset(kv)
-    return res
+    return 1
   end
 end
 ` + clock + funcs + `
-local res = {}
+local res, all = {}, true
 for i = 1, n do
-  if O[i] == tok then free(i) res[i] = 1 else res[i] = 0 end
+  if O[i] == tok then free(i) res[i] = 1 else res[i], all = 0, false end
 end
 flush()
+if all then return 1 end
 return res
 `)
 

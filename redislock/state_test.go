@@ -50,3 +50,12 @@ func stateOf(v any) lockState {
 	s, _ := v.(string)
 	return parseState(s)
 }
+
+// lapse ends the lease at key behind its holder's back (its end set to 1ms
+// after the epoch), keeping the owner, the queue and the fencing counter.
+func lapse(ctx context.Context, c redis.Scripter, key string) error {
+	return c.Eval(ctx, `
+local v = redis.call('GET', KEYS[1])
+if v and #v >= 46 then redis.call('SET', KEYS[1], string.sub(v, 1, 32) .. '0000000000001' .. string.sub(v, 46)) end
+return 0`, []string{key}).Err()
+}
