@@ -314,5 +314,24 @@ func TestPgBouncer(t *testing.T) {
 				t.Errorf("%s after Run: pg_locks %v, want none", n, rs)
 			}
 		}
+
+		// Fencing tokens: the client notes the pid of the server session
+		// (pgx's PID is PgBouncer's own), so only a connection's first
+		// token skips.
+		cfg.MaxConns = 1
+		one, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closePool(t, one)
+		seq := newSequence(t, direct)
+		lt := newLocker(t, one, pglock.Options{Sequence: seq})
+		want := uint64(1 + pglock.SessionSkip)
+		for range 3 {
+			if got := cycle(t, lt); got != want {
+				t.Fatalf("token through PgBouncer: got %d, want %d", got, want)
+			}
+			want++
+		}
 	})
 }

@@ -187,19 +187,21 @@ const (
 	tokDurable = `nextval($2::oid::regclass)`
 
 	// tokFast draws a value of the sequence $2 in a transaction that does
-	// not wait for the WAL flush, on a session whose setting $3 says that
-	// it skipped sessionSkip values (see fence). On any other session it
-	// skips them and sets $3, or, if the role may no longer setval, draws
-	// as tokDurable does; either way in a transaction that waits for the
-	// flush (at least locally: synchronous_commit local where the session
-	// has it off). set_config returns its value: "0 * length(...)" only
-	// runs it. synchronous_commit is read when the transaction commits,
-	// after the statement, so each branch sets its own.
-	tokFast = `CASE WHEN current_setting($3, true) = 'on'
+	// not wait for the WAL flush, when the session's backend is $3, which
+	// the client noted after that backend skipped sessionSkip values (see
+	// fence). On any other backend it skips them, or, if the role may no
+	// longer setval, draws as tokDurable does and returns the value negated
+	// (so the client does not note the backend); either way in a transaction
+	// that waits for the flush (at least locally: synchronous_commit local
+	// where the session has it off). set_config returns its value: "0 *
+	// length(...)" only runs it. synchronous_commit is read when the
+	// transaction commits, after the statement, so each branch sets its
+	// own.
+	tokFast = `CASE WHEN pg_backend_pid() = $3
   THEN nextval($2::oid::regclass) + 0 * length(set_config('synchronous_commit', 'off', true))
   ELSE CASE WHEN has_sequence_privilege($2::oid, 'UPDATE')
-      THEN setval($2::oid::regclass, nextval($2::oid::regclass) + ` + sessionSkipSQL + `) + 0 * length(set_config($3, 'on', false))
-      ELSE nextval($2::oid::regclass) END
+      THEN setval($2::oid::regclass, nextval($2::oid::regclass) + ` + sessionSkipSQL + `)
+      ELSE -nextval($2::oid::regclass) END
     + 0 * length(set_config('synchronous_commit', CASE current_setting('synchronous_commit') WHEN 'off' THEN 'local' ELSE current_setting('synchronous_commit') END, true))
 END`
 
@@ -386,9 +388,10 @@ type fence struct {
 	// room for the skips (the bigint maximum, the default); otherwise every
 	// token is drawn with tokDurable.
 	fast bool
-	// setting is the session setting (a placeholder variable) that marks a
-	// session that skipped sessionSkip values of this sequence.
-	setting string
+	// skipped names the entry of a connection's CustomData that holds the
+	// backend pid on which the connection's session skipped sessionSkip
+	// values of this sequence.
+	skipped string
 }
 
 // Fencing tokens without a WAL flush per 33 acquisitions.
@@ -406,19 +409,24 @@ type fence struct {
 // A crash may then lose the sequence's latest WAL records, and the server
 // would hand out values again that it handed out before the crash. What
 // keeps tokens increasing is that every session skips ahead first: the
-// first token a database session draws is setval(nextval + sessionSkip),
-// committed with a flush, and the session notes that in a setting of its
-// own (its name holds the sequence's OID; setval is not transactional, the
-// setting is: a statement that fails after the skip only makes the next
-// one skip again). A crash ends every session, so the first token after it
-// is drawn by a session that skips, from the last value that reached the
-// disk; every value handed out before the crash and lost with the WAL is
-// above that by less than the values drawn between two WAL flushes, which
+// first token drawn on a backend is setval(nextval + sessionSkip),
+// committed with a flush. The client notes the backend's pid in the
+// connection's CustomData (once the statement returned: a statement that
+// failed only makes the next one skip again) and passes it to every
+// acquiring statement, which draws without a flush only on the backend of
+// that pid. A crash ends every backend, so the first token after it is
+// drawn by a backend that skips, from the last value that reached the disk;
+// every value handed out before the crash and lost with the WAL is above
+// that by less than the values drawn between two WAL flushes, which
 // PostgreSQL bounds by three times wal_writer_delay (200ms by default, at
 // most 10s): far fewer than sessionSkip at any rate a server reaches. A
 // failover to a standby behaves the same way, as long as the standby
-// lagged by fewer values. A pooler that resets the server session (DISCARD
-// ALL) resets the setting, and the next token skips again.
+// lagged by fewer values. A direct connection dies with its backend; a
+// pooler in session mode closes the client's connection when the server's
+// ends, and one in transaction mode (not supported, see Non-guarantees)
+// changes the pid, which makes the statement skip. Only a pooler that kept
+// a client's connection across a crash and then served it from a new
+// backend that happened to get the noted pid would draw without the skip.
 //
 // sessionSkip bounds the sessions a sequence serves: 2^39 of them before
 // the bigint range ends: 17 years of opening one every millisecond.
@@ -443,7 +451,7 @@ func (l *Locker) sequence(ctx context.Context, c *pgx.Conn) (*fence, error) {
 	}
 	var d seqDesc
 	scan := func() error {
-		return c.QueryRow(ctx, sqlSequence, l.seq).Scan(&d.oid, &d.isSeq, &d.increment, &d.cache, &d.cycle, &d.fast)
+		return c.QueryRow(ctx, sqlSequence, l.seq).Scan(&d.oid, &d.isSeq, &d.increment, &d.cache, &d.min, &d.cycle, &d.fast)
 	}
 	if err := scan(); err != nil {
 		return nil, err
@@ -473,8 +481,10 @@ func (l *Locker) sequence(ctx context.Context, c *pgx.Conn) (*fence, error) {
 		return nil, fmt.Errorf("CACHE %d: each session would hand out values from a cache of its own, out of order (ALTER SEQUENCE ... CACHE 1)", d.cache)
 	case d.cycle:
 		return nil, errors.New("CYCLE: its values would start again (ALTER SEQUENCE ... NO CYCLE)")
+	case d.min < 1:
+		return nil, fmt.Errorf("MINVALUE %d: tokens are positive (ALTER SEQUENCE ... MINVALUE 1)", d.min)
 	}
-	f := &fence{oid: *d.oid, fast: d.fast, setting: "caesura.fenced_" + strconv.FormatUint(uint64(*d.oid), 10)}
+	f := &fence{oid: *d.oid, fast: d.fast, skipped: "caesura/pglock.skipped." + strconv.FormatUint(uint64(*d.oid), 10)}
 	l.resolved.Store(f)
 	return f, nil
 }
@@ -485,13 +495,14 @@ type seqDesc struct {
 	isSeq       bool
 	increment   int64
 	cache       int64
+	min         int64
 	cycle, fast bool
 }
 
 // sqlSequence looks the sequence up: its OID (NULL when there is no
 // relation of that name), whether it is a sequence, and its parameters; fast
 // is whether tokFast may draw from it.
-const sqlSequence = `SELECT o.oid, s.seqrelid IS NOT NULL, coalesce(s.seqincrement, 0), coalesce(s.seqcache, 0), coalesce(s.seqcycle, false),
+const sqlSequence = `SELECT o.oid, s.seqrelid IS NOT NULL, coalesce(s.seqincrement, 0), coalesce(s.seqcache, 0), coalesce(s.seqmin, 0), coalesce(s.seqcycle, false),
   coalesce(s.seqmax = 9223372036854775807 AND has_sequence_privilege(o.oid, 'UPDATE'), false)
 FROM (SELECT to_regclass($1)::oid AS oid) AS o LEFT JOIN pg_sequence AS s ON s.seqrelid = o.oid`
 

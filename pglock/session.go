@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caesura-go/caesura"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -135,9 +136,11 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 		if err != nil {
 			return fmt.Errorf("fencing sequence %s: %w", l.seq, err)
 		}
-		args := []any{nil, f.oid, f.setting}
-		if !f.fast {
-			args = args[:2]
+		args := []any{nil, f.oid}
+		var skipped uint32 // the backend that skipped, 0 for none
+		if f.fast {
+			skipped, _ = c.PgConn().CustomData()[f.skipped].(uint32)
+			args = append(args, int32(skipped))
 		}
 		switch {
 		case try:
@@ -152,9 +155,9 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 			}
 			if tok == nil {
 				granted = false
-			} else {
-				tokens[0] = *tok
+				return nil
 			}
+			tokens[0] = fastToken(c, f, skipped, pid, *tok)
 			return nil
 		case len(ms) == 1:
 			q := sqlLock
@@ -162,7 +165,11 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 				q = sqlLockFast
 			}
 			args[0] = ms[0].id
-			return c.QueryRow(qctx, q, args...).Scan(nil, &tokens[0], &pid)
+			if err := c.QueryRow(qctx, q, args...).Scan(nil, &tokens[0], &pid); err != nil {
+				return err
+			}
+			tokens[0] = fastToken(c, f, skipped, pid, tokens[0])
+			return nil
 		default:
 			ids := make([]int64, len(ms))
 			for i, m := range ms {
@@ -177,6 +184,7 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 			if err := c.QueryRow(qctx, q, args...).Scan(&tokens[0], &pid, &n); err != nil {
 				return err
 			}
+			tokens[0] = fastToken(c, f, skipped, pid, tokens[0])
 			if n != len(ms) {
 				return fmt.Errorf("batch statement locked %d keys, want %d", n, len(ms))
 			}
@@ -545,4 +553,19 @@ func describe(hs []*held) string {
 		return strconv.Quote(hs[0].key)
 	}
 	return fmt.Sprintf("%d locks (%q and others)", len(hs), hs[0].key)
+}
+
+// fastToken returns the token tok that an acquiring statement drew on
+// backend pid, and notes the backend as one that skipped (see tokFast)
+// unless it is the one noted before, or the statement drew without a skip
+// (a negative tok) or with tokDurable.
+func fastToken(c *pgx.Conn, f *fence, skipped, pid uint32, tok int64) int64 {
+	switch {
+	case !f.fast:
+	case tok < 0:
+		tok = -tok
+	case pid != skipped:
+		c.PgConn().CustomData()[f.skipped] = pid
+	}
+	return tok
 }
