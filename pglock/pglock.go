@@ -392,6 +392,24 @@ type fence struct {
 	// backend pid on which the connection's session skipped sessionSkip
 	// values of this sequence.
 	skipped string
+	// The acquiring statements of the mode.
+	sqlLock, sqlTryLock, sqlLockBatch string
+}
+
+// token returns the token tok that an acquiring statement of f drew on
+// backend pid, where the connection had noted backend skipped, and notes
+// pid as the backend that skipped (see tokFast) unless it is the one noted
+// before, or the statement drew without a skip (a negative tok) or with
+// tokDurable.
+func (f *fence) token(c *pgx.Conn, skipped, pid uint32, tok int64) int64 {
+	switch {
+	case !f.fast:
+	case tok < 0:
+		tok = -tok
+	case pid != skipped:
+		c.PgConn().CustomData()[f.skipped] = pid
+	}
+	return tok
 }
 
 // Fencing tokens without a WAL flush per 33 acquisitions.
@@ -484,7 +502,11 @@ func (l *Locker) sequence(ctx context.Context, c *pgx.Conn) (*fence, error) {
 	case d.min < 1:
 		return nil, fmt.Errorf("MINVALUE %d: tokens are positive (ALTER SEQUENCE ... MINVALUE 1)", d.min)
 	}
-	f := &fence{oid: *d.oid, fast: d.fast, skipped: "caesura/pglock.skipped." + strconv.FormatUint(uint64(*d.oid), 10)}
+	f := &fence{oid: *d.oid, fast: d.fast, skipped: "caesura/pglock.skipped." + strconv.FormatUint(uint64(*d.oid), 10),
+		sqlLock: sqlLock, sqlTryLock: sqlTryLock, sqlLockBatch: sqlLockBatch}
+	if f.fast {
+		f.sqlLock, f.sqlTryLock, f.sqlLockBatch = sqlLockFast, sqlTryLockFast, sqlLockBatchFast
+	}
 	l.resolved.Store(f)
 	return f, nil
 }

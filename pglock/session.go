@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/caesura-go/caesura"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -128,7 +127,7 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 		s.conn = c
 	}
 	c := s.conn.Conn()
-	tokens := make([]int64, len(ms))
+	var tok int64 // one token for all of ms: a batch draws it after its last lock
 	var pid uint32
 	granted := true
 	out, err := run(ctx, c.PgConn(), func(qctx context.Context) error {
@@ -136,63 +135,47 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 		if err != nil {
 			return fmt.Errorf("fencing sequence %s: %w", l.seq, err)
 		}
-		args := []any{nil, f.oid}
-		var skipped uint32 // the backend that skipped, 0 for none
+		args := []any{nil, f.oid, nil}
+		var skipped uint32 // the backend noted as one that skipped, 0 for none
 		if f.fast {
 			skipped, _ = c.PgConn().CustomData()[f.skipped].(uint32)
-			args = append(args, int32(skipped))
+			args[2] = int32(skipped)
+		} else {
+			args = args[:2]
 		}
 		switch {
 		case try:
-			var tok *int64
-			q := sqlTryLock
-			if f.fast {
-				q = sqlTryLockFast
-			}
+			var t *int64
 			args[0] = ms[0].id
-			if err := c.QueryRow(qctx, q, args...).Scan(&tok, &pid); err != nil {
+			if err := c.QueryRow(qctx, f.sqlTryLock, args...).Scan(&t, &pid); err != nil {
 				return err
 			}
-			if tok == nil {
+			if t == nil {
 				granted = false
 				return nil
 			}
-			tokens[0] = fastToken(c, f, skipped, pid, *tok)
-			return nil
+			tok = *t
 		case len(ms) == 1:
-			q := sqlLock
-			if f.fast {
-				q = sqlLockFast
-			}
 			args[0] = ms[0].id
-			if err := c.QueryRow(qctx, q, args...).Scan(nil, &tokens[0], &pid); err != nil {
+			if err := c.QueryRow(qctx, f.sqlLock, args...).Scan(nil, &tok, &pid); err != nil {
 				return err
 			}
-			tokens[0] = fastToken(c, f, skipped, pid, tokens[0])
-			return nil
 		default:
 			ids := make([]int64, len(ms))
 			for i, m := range ms {
 				ids[i] = m.id
 			}
-			var n int
-			q := sqlLockBatch
-			if f.fast {
-				q = sqlLockBatchFast
-			}
 			args[0] = ids
-			if err := c.QueryRow(qctx, q, args...).Scan(&tokens[0], &pid, &n); err != nil {
+			var n int
+			if err := c.QueryRow(qctx, f.sqlLockBatch, args...).Scan(&tok, &pid, &n); err != nil {
 				return err
 			}
-			tokens[0] = fastToken(c, f, skipped, pid, tokens[0])
 			if n != len(ms) {
 				return fmt.Errorf("batch statement locked %d keys, want %d", n, len(ms))
 			}
-			for i := range tokens {
-				tokens[i] = tokens[0] // one token, drawn after the last lock
-			}
-			return nil
 		}
+		tok = f.token(c, skipped, pid, tok)
+		return nil
 	})
 	if err != nil {
 		// The sequence may have been dropped and created anew, or the
@@ -231,7 +214,7 @@ func (s *session) acquireLocked(ctx context.Context, ms []*mutex, try bool) ([]*
 	hs := make([]*held, len(ms))
 	for i, m := range ms {
 		lost, cancel := context.WithCancelCause(context.Background())
-		hs[i] = &held{s: s, key: m.key, id: m.id, token: uint64(tokens[i]), lost: lost, cancelLost: cancel}
+		hs[i] = &held{s: s, key: m.key, id: m.id, token: uint64(tok), lost: lost, cancelLost: cancel}
 		s.helds.push(hs[i])
 	}
 	s.live += len(hs)
@@ -553,19 +536,4 @@ func describe(hs []*held) string {
 		return strconv.Quote(hs[0].key)
 	}
 	return fmt.Sprintf("%d locks (%q and others)", len(hs), hs[0].key)
-}
-
-// fastToken returns the token tok that an acquiring statement drew on
-// backend pid, and notes the backend as one that skipped (see tokFast)
-// unless it is the one noted before, or the statement drew without a skip
-// (a negative tok) or with tokDurable.
-func fastToken(c *pgx.Conn, f *fence, skipped, pid uint32, tok int64) int64 {
-	switch {
-	case !f.fast:
-	case tok < 0:
-		tok = -tok
-	case pid != skipped:
-		c.PgConn().CustomData()[f.skipped] = pid
-	}
-	return tok
 }

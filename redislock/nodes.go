@@ -241,12 +241,7 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 		var rem time.Duration
 		nctx, cancel := l.nodeCtx(ctx)
 		errs := l.onNodes(func(_ int, c Client) error {
-			reply, err := l.runAcquire(nctx, c, keys, tok, false)
-			var granted bool
-			var r time.Duration
-			if err == nil {
-				granted, _, r, err = parseAcquire(reply, len(keys))
-			}
+			granted, _, r, err := l.runAcquire(nctx, c, keys, tok, false)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

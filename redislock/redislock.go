@@ -405,11 +405,7 @@ func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, 
 	var confirmed time.Time // send time of the last attempt that found us waiting
 	for {
 		start := time.Now()
-		reply, err := l.runAcquire(ctx, l.c, keys, tok, w != nil)
-		if err != nil {
-			return nil, l.fail(ctx, keys, tok, err)
-		}
-		ok, fences, rem, err := parseAcquire(reply, len(keys))
+		ok, fences, rem, err := l.runAcquire(ctx, l.c, keys, tok, w != nil)
 		if err != nil {
 			return nil, l.fail(ctx, keys, tok, err)
 		}
@@ -473,13 +469,19 @@ func (l *Locker) fail(ctx context.Context, keys []string, tok string, err error)
 	return out
 }
 
-// runAcquire runs the acquire script on c; with queue it takes a place in
-// the queue of the key that blocks it.
-func (l *Locker) runAcquire(ctx context.Context, c Client, keys []string, tok string, queue bool) (any, error) {
-	if queue {
-		return acquireScript.Run(ctx, c, keys, tok, l.channel, l.ttlArg, l.qttlArg).Result()
+// runAcquire runs the acquire script on c and reads its reply (see
+// parseAcquire); with queue it takes a place in the queue of the key that
+// blocks it.
+func (l *Locker) runAcquire(ctx context.Context, c Client, keys []string, tok string, queue bool) (ok bool, fences []uint64, rem time.Duration, err error) {
+	args := []any{tok, l.channel, l.ttlArg, l.qttlArg}
+	if !queue {
+		args = args[:3]
 	}
-	return acquireScript.Run(ctx, c, keys, tok, l.channel, l.ttlArg).Result()
+	reply, err := acquireScript.Run(ctx, c, keys, args...).Result()
+	if err != nil {
+		return false, nil, 0, err
+	}
+	return parseAcquire(reply, len(keys))
 }
 
 // parseAcquire reads the acquire script's reply for n keys: one key's fence,
