@@ -3,7 +3,6 @@ package etcdlock
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caesura-go/caesura/internal/testport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/goleak"
@@ -117,15 +117,16 @@ func newClient(t testing.TB, endpoints ...string) *clientv3.Client {
 	return c
 }
 
-// freePort returns a URL on a 127.0.0.1 port that was free a moment ago.
-// Peer URLs must be known before the members start, so ":0" cannot be used.
+// freePort returns a URL on a 127.0.0.1 port that was free a moment ago,
+// outside the range the kernel gives outgoing connections: a restarted
+// member binds it again. Peer URLs must be known before the members start,
+// so ":0" cannot be used.
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testport.One()
 	if err != nil {
 		return "", err
 	}
-	defer ln.Close()
-	return "http://" + ln.Addr().String(), nil
+	return "http://127.0.0.1:" + strconv.Itoa(port), nil
 }
 
 type memberConfig struct {

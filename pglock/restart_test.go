@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/caesura-go/caesura"
+	"github.com/caesura-go/caesura/internal/testport"
 	"github.com/caesura-go/caesura/pglock"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -106,15 +107,15 @@ func startOwnServerOn(t *testing.T, port int, settings ...string) *ownServer {
 	return s
 }
 
-// freePort returns a port that was free a moment ago.
+// freePort returns a port that was free a moment ago, outside the range the
+// kernel gives outgoing connections: a restart binds it again.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testport.One()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // portTaken reports whether a start's log says the port was in use.

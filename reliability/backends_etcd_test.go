@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +24,7 @@ import (
 
 	"github.com/caesura-go/caesura"
 	"github.com/caesura-go/caesura/etcdlock"
+	"github.com/caesura-go/caesura/internal/testport"
 )
 
 // etcd runs as a process of the suite's own: the test binary re-executed
@@ -194,14 +195,15 @@ func startEtcd(t *testing.T) *etcdServer {
 	return nil
 }
 
-// freeURL returns an http URL on a 127.0.0.1 port that was free a moment ago.
+// freeURL returns an http URL on a 127.0.0.1 port that was free a moment ago,
+// outside the range the kernel gives outgoing connections: a restart binds
+// it again.
 func freeURL() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testport.One()
 	if err != nil {
-		return "", fmt.Errorf("reserve a port: %w", err)
+		return "", err
 	}
-	defer ln.Close()
-	return "http://" + ln.Addr().String(), nil
+	return "http://127.0.0.1:" + strconv.Itoa(port), nil
 }
 
 func (s *etcdServer) addr() string {

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/caesura-go/caesura"
+	"github.com/caesura-go/caesura/internal/testport"
 	"github.com/caesura-go/caesura/pglock"
 )
 
@@ -302,12 +303,11 @@ func startPrivatePG(t *testing.T) *env {
 	}
 	var errs []error
 	for attempt := 0; ; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := testport.One()
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.port = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
+		s.port = port
 		if err = s.start(); err == nil {
 			break
 		}

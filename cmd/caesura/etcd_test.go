@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caesura-go/caesura/internal/testport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -56,15 +57,11 @@ func etcdServerMain(args []string) int {
 // and a function that kills it (SIGKILL: no goodbye to the clients).
 func startEtcd(t *testing.T) (backend string, kill func()) {
 	t.Helper()
-	port := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	ports, err := testport.Reserve(2)
+	if err != nil {
+		t.Fatal(err)
 	}
-	client, peer := port(), port()
+	client, peer := fmt.Sprint(ports[0]), fmt.Sprint(ports[1])
 	argv := helper("etcd-server", filepath.Join(t.TempDir(), "data"), client, peer)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	var errb bytes.Buffer

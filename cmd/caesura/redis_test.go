@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caesura-go/caesura/internal/testport"
 )
 
 // startRedis starts a redis-server of the test's own on a free port, and
@@ -25,12 +27,10 @@ func startRedis(t *testing.T) (url string, kill func()) {
 		}
 		t.Skip("redis-server is not on the PATH (apt-get install redis-server)")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testport.One()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
 	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

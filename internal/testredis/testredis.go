@@ -24,6 +24,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caesura-go/caesura/internal/testport"
 )
 
 // Options configures a Server. A zero Options is a server that keeps
@@ -126,7 +128,7 @@ func (s *Server) startNew(tb testing.TB, bus bool) {
 		if bus {
 			n = 2
 		}
-		ports, err := reservePorts(n)
+		ports, err := testport.Reserve(n)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -146,20 +148,6 @@ func (s *Server) startNew(tb testing.TB, bus bool) {
 		}
 	}
 	tb.Cleanup(s.Kill)
-}
-
-// reservePorts returns n distinct free ports, all reserved at once.
-func reservePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("reserve a port: %w", err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // Addr is the server's host:port.
