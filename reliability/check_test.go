@@ -101,6 +101,7 @@ type result struct {
 	Indeterminate   int   // the worker was killed before Run returned
 	LockLost        int   // failed with caesura.ErrLockLost
 	Rejected        int   // the fenced store refused the holder's token
+	TokensBack      int   // refused sections whose token is not above that of a section acquired before them
 	PerSlot         []int // completed critical sections per worker slot
 	AcquiredPerSlot []int // acquisitions per worker slot
 	TornLines       int
@@ -272,6 +273,10 @@ func check(ops map[opKey]*opRec, faults []fault, final int64, transfers bool) *r
 		}
 	}
 
+	if !transfers {
+		r.TokensBack = tokensBack(ops)
+	}
+
 	if transfers {
 		r.Final, r.Committed, r.Ambiguous = 0, 0, 0
 		done = nil
@@ -394,6 +399,29 @@ func exclusion(done []*opRec) (overlaps, tokenOrder int) {
 		prevTok = o.tok
 	}
 	return overlaps, tokenOrder
+}
+
+// tokensBack counts the refused critical sections whose token was not above
+// the token of a section acquired before them: the tokens went back (a
+// server that forgot its counter). A refusal of a holder overtaken by a
+// later acquisition with a higher token is fencing at work, not counted.
+func tokensBack(ops map[opKey]*opRec) int {
+	var got []*opRec
+	for _, o := range ops {
+		if o.acquired != 0 && o.tok != 0 {
+			got = append(got, o)
+		}
+	}
+	slices.SortFunc(got, func(a, b *opRec) int { return cmpInt(a.acquired, b.acquired) })
+	n := 0
+	var maxTok uint64
+	for _, o := range got {
+		if o.rejected && o.tok <= maxTok {
+			n++
+		}
+		maxTok = max(maxTok, o.tok)
+	}
+	return n
 }
 
 // perLock splits a transfers history by account lock: for each account,

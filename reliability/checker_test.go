@@ -91,6 +91,28 @@ func TestChecker(t *testing.T) {
 		final: 2,
 		want:  func(r *result) bool { return r.TokenOrder == 1 },
 	}, {
+		name: "refused, overtaken",
+		why:  "a holder overtaken by a later acquisition with a higher token is refused: fencing at work, tokens did not go back",
+		evs: cat([]event{
+			{T: 9 * ms, Slot: 0, Op: 0, Kind: evInvoke},
+			{T: 10 * ms, Slot: 0, Op: 0, Kind: evAcquired, Tok: 1},
+			{T: 40 * ms, Slot: 0, Op: 0, Kind: evRejected, Tok: 1},
+			{T: 41 * ms, Slot: 0, Op: 0, Kind: evFail},
+		}, section(1, 0, 20, 5, 2, 0)),
+		final: 1,
+		want:  func(r *result) bool { return r.Rejected == 1 && r.TokensBack == 0 },
+	}, {
+		name: "refused, tokens went back",
+		why:  "a section acquired after another with a token not above it is refused: the server forgot its counter",
+		evs: cat(section(0, 0, 10, 5, 5, 0), []event{
+			{T: 19 * ms, Slot: 1, Op: 0, Kind: evInvoke},
+			{T: 20 * ms, Slot: 1, Op: 0, Kind: evAcquired, Tok: 3},
+			{T: 22 * ms, Slot: 1, Op: 0, Kind: evRejected, Tok: 3},
+			{T: 23 * ms, Slot: 1, Op: 0, Kind: evFail},
+		}),
+		final: 1,
+		want:  func(r *result) bool { return r.Rejected == 1 && r.TokensBack == 1 },
+	}, {
 		name: "killed inside, write landed",
 		why:  "a worker killed after its write but before recording it: indeterminate, not a violation",
 		evs: cat(section(0, 0, 10, 5, 1, 0),

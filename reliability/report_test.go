@@ -279,16 +279,20 @@ var persistence = map[string]string{
 // as the run shows it: no section refused for a stale token means the
 // tokens kept rising across the restarts.
 func persistenceNote(r *result) string {
+	if r.TokensBack > 0 {
+		return fmt.Sprintf(" Tokens went back across a restart: the store refused %d sections whose token was not above an earlier acquisition's, until new tokens passed the highest it had seen (a liveness cost; fencing kept the register safe).", r.TokensBack)
+	}
+	overtaken := ""
 	if r.Rejected > 0 {
-		return fmt.Sprintf(" Tokens went back across a restart: the store refused %d sections until new tokens passed the highest it had seen (a liveness cost; fencing kept the register safe).", r.Rejected)
+		overtaken = fmt.Sprintf(" The %d refused sections were holders overtaken during the outage by a later acquisition with a higher token: fencing at work.", r.Rejected)
 	}
 	switch r.Backend {
 	case "redislock":
-		return " The locks and the fencing counters survived."
+		return " The locks and the fencing counters survived." + overtaken
 	case "pglock":
-		return " Advisory locks die with their sessions: no Run whose session died returned nil. The fencing sequence is kept in the WAL (nextval logs ahead), so tokens went on rising across the restarts."
+		return " Advisory locks die with their sessions: no Run whose session died returned nil. A token drawn without waiting for the WAL flush may be lost in the crash, but every session starts its tokens 2^24 above the sequence with a flushed draw, so tokens went on rising across the restarts." + overtaken
 	case "etcdlock":
-		return " Leases and revisions survive a restart (a member that becomes leader extends the leases it finds), so a holder whose keep-alive gets through again within the TTL keeps its lock, and tokens (revisions) went on rising."
+		return " Leases and revisions survive a restart (a member that becomes leader extends the leases it finds), so a holder whose keep-alive gets through again within the TTL keeps its lock, and tokens (revisions) went on rising." + overtaken
 	}
 	return ""
 }
