@@ -35,14 +35,12 @@
 // All keys are taken by one caesura.Run through one yield: sorted by key and
 // batched where the backend can, so two runs that name the same keys in any
 // order cannot deadlock. The command then runs with caesura's standard input,
-// output and error. SIGINT and SIGTERM sent to caesura are forwarded to it
-// (on a terminal, Ctrl-C reaches the command from the terminal too, so it may
-// see SIGINT twice). When it ends, the locks are released and caesura exits
-// with its exit status, or 128+N if it died of signal N, as a shell does.
-//
-// Signals reach the command itself, not the processes it started in turn. On
-// Linux, if caesura dies without a word (SIGKILL), the kernel sends the command
-// SIGTERM: its locks went with caesura.
+// output and error. SIGINT and SIGTERM sent to caesura are forwarded to it and,
+// on Linux, to every process it started (see below; on a terminal, Ctrl-C
+// reaches them from the terminal too, so they may see SIGINT twice). When it
+// ends (and, on Linux, the processes it left running have ended too), the
+// locks are released and caesura exits with its exit status, or 128+N if it
+// died of signal N, as a shell does.
 //
 // --wait bounds the wait for the locks: without it caesura waits as long as it
 // takes; --wait 0 tries once and never waits (a backend that cannot try
@@ -50,14 +48,64 @@
 // have one (Redis, etcd); the file and memory backends ignore it. A backend
 // with leases renews them while the command runs.
 //
+// # The command's processes
+//
+// A cron job is often a shell script with pipelines and background jobs, and
+// the lock must cover every process that does the job, not only the first. On
+// Linux caesura makes itself a child subreaper (PR_SET_CHILD_SUBREAPER): a
+// process that the command starts and then leaves behind (a background job of
+// a shell that has exited, a double-forked daemon, even one that called
+// setsid) is reparented to caesura rather than to init. The command's tree is
+// then exactly caesura's descendants, which caesura finds by walking /proc:
+//
+//   - SIGINT and SIGTERM sent to caesura are forwarded to every process of the
+//     tree. (A non-interactive shell starts its background jobs with SIGINT
+//     ignored: SIGTERM ends them, SIGINT does not.)
+//   - When a lock is lost, every process of the tree gets SIGTERM (and SIGCONT,
+//     so that a stopped one acts on it); whatever still runs --grace later gets
+//     SIGKILL, again and again until nothing is left. caesura exits, with 75,
+//     only once every process of the tree has ended.
+//   - When the command exits but leaves processes running, the locks stay held
+//     until those end, as flock(1)'s lock stays held while any process that
+//     inherited its descriptor runs: caesura names them on standard error,
+//     waits, and then exits with the command's status. SIGTERM to caesura is
+//     forwarded to them; a lock lost meanwhile ends them as above, and caesura
+//     exits with 75. A daemon meant to outlive the job belongs to a service
+//     manager, not to the job (ssh-agent: end it with ssh-agent -k).
+//   - caesura reaps the orphans it adopts as they end, as init would.
+//
+// The command stays in caesura's process group and session: on a terminal it
+// is in the foreground and can read it (psql, vim), and caesura signals
+// processes by descent, not by group, so the other members of a pipeline
+// ("caesura run -k x -- ./job | tee log"), which share caesura's group, are
+// left alone.
+//
+// What the tree does not cover: a process started on the command's behalf by
+// another one that is not its descendant (systemd-run, at, a service, a remote
+// host through ssh); and a process of the tree that runs as another user (a
+// process sudo started as root, say) cannot be signalled unless caesura runs as
+// root or as that user: caesura reports the failure and waits for it to end.
+// If caesura itself is killed with SIGKILL it can do nothing: the kernel sends
+// the command SIGTERM (its locks went with caesura), but not the processes the
+// command started, nor the orphans caesura adopted, which are reparented to
+// init or to an enclosing subreaper. Stop caesura with SIGTERM, or run it
+// under a service manager that stops the whole control group (systemd's
+// default, KillMode=control-group). On systems other than Linux caesura
+// follows the command alone, as it always did: forwarded signals, the
+// SIGTERM and the SIGKILL of a lost lock reach the command only, and
+// processes it leaves running are neither signalled nor waited for.
+//
 // # Exit codes
 //
 //	COMMAND's status  the command ran: its exit status, or 128+N for signal N
+//	                  (once the processes it left running have ended too)
 //	1                 the locks were not acquired within --wait; set with
 //	                  --conflict-exit-code (flock(1)'s -E); the message names the keys
-//	75                a lock was lost while the command ran (EX_TEMPFAIL); set with
-//	                  --lost-exit-code. The command got SIGTERM, and SIGKILL
-//	                  --grace (default 10s) later if it had not exited
+//	75                a lock was lost while the command, or a process it left
+//	                  running, ran (EX_TEMPFAIL); set with --lost-exit-code.
+//	                  Every process of the command's tree got SIGTERM, and
+//	                  SIGKILL --grace (default 10s) later if it had not exited;
+//	                  caesura exits once they have all ended
 //	126, 127          the command could not be run, or was not found (as in a shell)
 //	130, 143          caesura got SIGINT or SIGTERM while waiting for the locks
 //	2                 bad usage (no key, an empty key, no command, a bad flag) or a

@@ -51,7 +51,9 @@ func (h *lossyHeld) Token() uint64                 { return 7 }
 
 // A lock lost while the command runs: the command gets SIGTERM, and caesura
 // exits with --lost-exit-code; a command that ignores SIGTERM gets SIGKILL
-// after --grace.
+// after --grace. In the test's process caesura is no child subreaper, so
+// this is the command-only path of systems other than Linux; the whole
+// tree's is tested end to end, on PostgreSQL, in proctree_linux_test.go.
 func TestRunLockLost(t *testing.T) {
 	for _, tc := range []struct {
 		name     string

@@ -64,6 +64,11 @@ type app struct {
 	logLevel       string        // --log-level
 	logFormat      string        // --log-format
 	logger         *slog.Logger  // nil unless --log-level asks for records
+	// subreaper says that caesura's process is a child subreaper (main
+	// makes it one, on Linux): run then follows, signals and waits for the
+	// command's whole process tree, not the command alone. Tests that run
+	// a command in the test's own process leave it off.
+	subreaper bool
 
 	mu      sync.Mutex
 	secrets []string // passwords seen in backend URLs, scrubbed from every message
@@ -185,8 +190,9 @@ by URL (--backend, or $CAESURA_BACKEND): files on this host by default, or
 Redis, PostgreSQL or etcd where this build has them.
 
 Several keys are taken in one global order, so runs that name the same keys
-cannot deadlock; a lock lost while the command runs stops the command; and
-each key's fencing token reaches the command in its environment.`,
+cannot deadlock; a lock lost while the command runs stops the command and
+every process it started; and each key's fencing token reaches the command
+in its environment.`,
 		Example: `  # one nightly report at a time on this host
   caesura run -k nightly-report -- ./report.sh
 
@@ -235,5 +241,7 @@ func (a *app) execute(ctx context.Context, args []string) int {
 }
 
 func main() {
-	os.Exit(newApp().execute(context.Background(), os.Args[1:]))
+	a := newApp()
+	a.subreaper = becomeSubreaper() == nil
+	os.Exit(a.execute(context.Background(), os.Args[1:]))
 }

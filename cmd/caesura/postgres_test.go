@@ -104,7 +104,25 @@ func TestPostgresLockLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFile(t, file, "ready")
+	terminateSessions(t, appName)
 
+	r := finish(t, cmd, start, &out, &errb)
+	if r.code != exitLostDefault {
+		t.Errorf("exit %d, want %d; stderr: %s", r.code, exitLostDefault, r.stderr)
+	}
+	b, _ := os.ReadFile(file)
+	if !strings.Contains(string(b), "got terminated") {
+		t.Errorf("the command wrote %q, want it to have got SIGTERM", b)
+	}
+	if !strings.Contains(r.stderr, "lock lost") {
+		t.Errorf("stderr %q does not say the lock was lost", r.stderr)
+	}
+}
+
+// terminateSessions ends the PostgreSQL sessions named appName: their
+// caesura loses its locks.
+func terminateSessions(t *testing.T, appName string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, pgDSN())
@@ -118,18 +136,6 @@ func TestPostgresLockLost(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatalf("no session named %s to terminate", appName)
-	}
-
-	r := finish(t, cmd, start, &out, &errb)
-	if r.code != exitLostDefault {
-		t.Errorf("exit %d, want %d; stderr: %s", r.code, exitLostDefault, r.stderr)
-	}
-	b, _ := os.ReadFile(file)
-	if !strings.Contains(string(b), "got terminated") {
-		t.Errorf("the command wrote %q, want it to have got SIGTERM", b)
-	}
-	if !strings.Contains(r.stderr, "lock lost") {
-		t.Errorf("stderr %q does not say the lock was lost", r.stderr)
 	}
 }
 

@@ -55,14 +55,18 @@ func newRunCmd(a *app) *cobra.Command {
 		Short: "Run a command while holding named locks",
 		Long: `Run takes every key (-k) in one step, in one global order (so two runs naming
 the same keys in any order cannot deadlock), runs COMMAND, and releases the
-locks when it ends. SIGINT and SIGTERM are forwarded to the command.
+locks when it ends. SIGINT and SIGTERM are forwarded to the command and, on
+Linux, to every process it started (background jobs and orphans included;
+the command stays in caesura's process group, so it keeps the terminal).
+Processes the command leaves running keep the locks held: caesura waits for
+them before it releases the locks.
 
 Exit status: the command's own (128+N if it died of signal N); 1 if the locks
 were not acquired within --wait (--conflict-exit-code); 75 if a lock was lost
-while the command ran (--lost-exit-code): the command then gets SIGTERM, and
-SIGKILL --grace later; 126/127 if the command could not be run / was not
-found; 130/143 if caesura was interrupted while waiting; 2 for bad usage or
-a backend error.
+while the command, or a process it left, ran (--lost-exit-code): they all get
+SIGTERM, and SIGKILL --grace later, and caesura exits once they have ended;
+126/127 if the command could not be run / was not found; 130/143 if caesura
+was interrupted while waiting; 2 for bad usage or a backend error.
 
 The command's environment gets CAESURA_KEYS (the keys, sorted, joined with
 ","), CAESURA_TOKEN_<NAME> with each key's fencing token (<NAME>: the key
@@ -96,7 +100,7 @@ CAESURA_TOKEN when there is one key.`,
 	f.StringArrayVarP(&o.keys, "key", "k", nil, "a lock to hold while COMMAND runs (repeat for several)")
 	f.DurationVar(&o.wait, "wait", 0, "wait at most this long for the locks; 0 tries once (default: wait as long as it takes)")
 	f.DurationVar(&o.ttl, "ttl", 0, "lease of backends that have one (Redis, etcd), renewed while COMMAND runs (default: the backend's)")
-	f.DurationVar(&o.grace, "grace", 10*time.Second, "after a lock is lost, time between SIGTERM and SIGKILL to COMMAND")
+	f.DurationVar(&o.grace, "grace", 10*time.Second, "after a lock is lost, time between SIGTERM and SIGKILL to COMMAND and the processes it started")
 	f.IntVar(&o.conflictCode, "conflict-exit-code", exitConflictDefault, "exit code when the locks are not acquired within --wait")
 	f.IntVar(&o.lostCode, "lost-exit-code", exitLostDefault, "exit code when a lock is lost while COMMAND runs")
 	return cmd
@@ -227,7 +231,7 @@ func (a *app) runLocked(ctx context.Context, o runOptions, be *backend, keys, na
 	// forwarded to it.
 	var (
 		mu          sync.Mutex
-		proc        *os.Process
+		tree        processTree
 		interrupted os.Signal
 	)
 	sigs := make(chan os.Signal, 4)
@@ -239,9 +243,13 @@ func (a *app) runLocked(ctx context.Context, o runOptions, be *backend, keys, na
 			select {
 			case s := <-sigs:
 				mu.Lock()
-				if proc != nil {
-					a.logf("run: forwarding %v to the command", s)
-					_ = proc.Signal(s)
+				if tree != nil {
+					a.logf("run: forwarding %v to %s", s, tree.what())
+					if sig, ok := s.(syscall.Signal); ok {
+						if err := tree.signal(sig); err != nil {
+							a.errorf("run: forwarding %v: %v", s, err)
+						}
+					}
 				} else if interrupted == nil {
 					interrupted = s
 					cancelWait(fmt.Errorf("interrupted by %v", s))
@@ -275,6 +283,7 @@ func (a *app) runLocked(ctx context.Context, o runOptions, be *backend, keys, na
 		state    *os.ProcessState
 		startErr error
 		lost     error
+		lostLeft bool // lost once the command had ended, while processes it left ran
 	)
 	start := time.Now()
 	a.logf("run: waiting for %s on %s", quoteKeys(keys), be.shown)
@@ -311,35 +320,41 @@ func (a *app) runLocked(ctx context.Context, o runOptions, be *backend, keys, na
 			startErr = err
 			return err
 		}
-		proc = cmd.Process
-		mu.Unlock()
-
 		done := make(chan struct{})
 		go func() {
 			_ = cmd.Wait() // the status is in cmd.ProcessState
 			close(done)
 		}()
+		tree = newProcessTree(a.subreaper, cmd.Process, done)
+		mu.Unlock()
+
 		select {
 		case <-done:
+			// Processes the command left running go on with its work: the
+			// locks stay held until they end, as flock(1)'s lock stays held
+			// while a process that inherited its descriptor runs.
+			if left := tree.running(); len(left) > 0 {
+				a.errorf("run: the command %s, leaving %s running; the locks stay held until they end (SIGTERM to caesura, pid %d, is forwarded to them)",
+					describe(cmd.ProcessState), describeProcs(left), os.Getpid())
+				select {
+				case <-tree.gone():
+				case <-ctx.Done():
+					lost, lostLeft = context.Cause(ctx), true
+					a.stopTree(tree, lost, o.grace)
+				}
+			}
+			<-tree.gone()
 		case <-ctx.Done():
 			lost = context.Cause(ctx)
-			a.errorf("run: %v; sending SIGTERM to the command", lost)
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			t := time.NewTimer(o.grace)
-			select {
-			case <-done:
-			case <-t.C:
-				a.errorf("run: the command is still running %v after SIGTERM; sending SIGKILL", o.grace)
-				_ = cmd.Process.Kill()
-				<-done
-			}
-			t.Stop()
+			a.stopTree(tree, lost, o.grace)
 		}
 		state = cmd.ProcessState
 		return nil
 	}, append(a.runOptions(), caesura.WithReleaseTimeout(releaseTimeout))...)
 
 	switch {
+	case state != nil && lostLeft:
+		return &exitError{code: o.lostCode, err: fmt.Errorf("run: lock lost while processes the command left ran (the command %s): %v", describe(state), lost)}
 	case state != nil && lost != nil:
 		return &exitError{code: o.lostCode, err: fmt.Errorf("run: lock lost while the command ran (the command %s): %v", describe(state), lost)}
 	case state != nil:
@@ -381,6 +396,118 @@ func (a *app) runLocked(ctx context.Context, o runOptions, be *backend, keys, na
 		return &exitError{code: o.lostCode, err: fmt.Errorf("run: lock lost before the command started: %v", runErr)}
 	}
 	return &exitError{code: exitUsage, err: fmt.Errorf("run: locking %s on %s: %v", quoteKeys(keys), be.shown, runErr)}
+}
+
+// A processTree is the command's process and, where caesura can follow
+// them, the processes it started in turn: the processes that a lost lock
+// stops and that forwarded signals reach.
+type processTree interface {
+	// signal sends each of sigs, in turn, to every process of the tree
+	// that has not ended. The error names the processes it could not
+	// signal.
+	signal(sigs ...syscall.Signal) error
+	// terminate sends SIGTERM to every process of the tree, and SIGCONT
+	// where there is one, so that a stopped process acts on it.
+	terminate() error
+	// running describes the processes of the tree that have not ended.
+	running() []string
+	// gone is closed once the command has been reaped and every other
+	// process of the tree has ended.
+	gone() <-chan struct{}
+	// what names the processes signal reaches, for messages.
+	what() string
+}
+
+// commandOnly is the tree where caesura cannot follow the processes the
+// command starts (systems other than Linux, or a caesura that is no child
+// subreaper): the command alone.
+type commandOnly struct {
+	proc *os.Process
+	done <-chan struct{} // closed once exec.Cmd.Wait has reaped the command
+}
+
+var _ processTree = commandOnly{}
+
+func (c commandOnly) signal(sigs ...syscall.Signal) error {
+	for _, s := range sigs {
+		if err := c.proc.Signal(s); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("%v to pid %d: %w", s, c.proc.Pid, err)
+		}
+	}
+	return nil
+}
+
+func (c commandOnly) terminate() error { return c.signal(syscall.SIGTERM) }
+
+func (c commandOnly) running() []string {
+	select {
+	case <-c.done:
+		return nil
+	default:
+		return []string{"pid " + strconv.Itoa(c.proc.Pid)}
+	}
+}
+
+func (c commandOnly) gone() <-chan struct{} { return c.done }
+
+func (c commandOnly) what() string { return "the command" }
+
+// killRetry is the first pause between two rounds of SIGKILL to the tree;
+// it doubles up to killRetryMax. A process forked while a round ran is
+// found by the next; a process that does not die (one in uninterruptible
+// sleep, or that caesura may not signal) is not looked for too often.
+const (
+	killRetry    = 10 * time.Millisecond
+	killRetryMax = time.Second
+)
+
+// stopTree ends the command's tree after the loss of a lock: SIGTERM to
+// every process of the tree (with SIGCONT, see processTree.terminate),
+// then SIGKILL to those still running --grace later, again and again until
+// none is left. It returns once the tree is gone.
+func (a *app) stopTree(tree processTree, lost error, grace time.Duration) {
+	a.errorf("run: %v; sending SIGTERM to %s", lost, tree.what())
+	if err := tree.terminate(); err != nil {
+		a.errorf("run: %v", err)
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-tree.gone():
+		return
+	case <-t.C:
+	}
+	what := tree.what()
+	if left := tree.running(); len(left) > 0 {
+		what = describeProcs(left)
+	}
+	a.errorf("run: %s still running %v after SIGTERM; sending SIGKILL", what, grace)
+	for pause := killRetry; ; pause = min(2*pause, killRetryMax) {
+		if err := tree.signal(syscall.SIGKILL); err != nil && pause == killRetry {
+			a.errorf("run: %v", err)
+		}
+		t.Reset(pause)
+		select {
+		case <-tree.gone():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// describeProcs shows processes as "2 processes (pid 12 sh, pid 13 sleep)",
+// naming the first few.
+func describeProcs(procs []string) string {
+	const shown = 5
+	n := "1 process"
+	if len(procs) != 1 {
+		n = strconv.Itoa(len(procs)) + " processes"
+	}
+	list := strings.Join(procs[:min(len(procs), shown)], ", ")
+	if len(procs) > shown {
+		list += ", ..."
+	}
+	return n + " (" + list + ")"
 }
 
 // commandEnv is the command's environment: caesura's own, less any
