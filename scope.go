@@ -29,6 +29,7 @@ type scope struct {
 
 	parent context.Context             // the caller's context (an observer's, if one gave it)
 	inner  atomic.Pointer[cancelState] // the function's cancellable context, once needed (context.go)
+	wake   atomic.Pointer[lend.Wake]   // the armed wait of Send, if any (context.go)
 	outer  *scope                      // the enclosing scope, found through the context; nil at the top
 	cfg    *config                     // shared by every run of a Run or Serialize call site
 	more   atomic.Pointer[scopeMore]   // made once by extra, never replaced
@@ -620,6 +621,7 @@ func (s *scope) end() error {
 	if in := s.inner.Load(); in != nil {
 		in.cancel(ErrScopeEnded)
 	}
+	s.wakeWaiter()
 	m := s.more.Load()
 	if m == nil {
 		if f&flagOne != 0 {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/caesura-go/caesura/internal/lend"
 )
 
 // The scope doubles as the closure of its own Yield (see yieldFunc). If a
@@ -148,4 +151,82 @@ func (l lossyLock) Acquire(ctx context.Context) (Held, error) {
 		return nil, err
 	}
 	return lossyHeld{Held: h, lost: l.lost}, nil
+}
+
+// Send ends its wait whichever way the scope's context ends, at whatever
+// moment that happens (before the wait arms its Wake, while it arms, while
+// it waits), and leaves its Wake clean for the next wait: a value left in a
+// reused Wake would end a later wait that nothing cancelled, with no error
+// and nothing sent.
+func TestSendRaces(t *testing.T) {
+	var wakes lend.Wakes // shared by every round, as a Locker's are
+	stops := []struct {
+		name string
+		stop func(s *scope, cancelParent context.CancelFunc, ch chan struct{})
+	}{
+		{"cancel", func(s *scope, _ context.CancelFunc, _ chan struct{}) { s.cancel(errors.New("boom")) }},
+		{"end", func(s *scope, _ context.CancelFunc, _ chan struct{}) { _ = s.end() }},
+		{"parent", func(_ *scope, cancelParent context.CancelFunc, _ chan struct{}) { cancelParent() }},
+		{"free", func(_ *scope, _ context.CancelFunc, ch chan struct{}) { <-ch }}, // the holder lets go
+		// The holder lets go and the scope is cancelled as the waiter
+		// wakes with the lock: the cancel takes the Wake of a wait that
+		// is over, and the waiter must take the cancel's value out.
+		{"free and cancel", func(s *scope, _ context.CancelFunc, ch chan struct{}) { <-ch; s.cancel(errors.New("boom")) }},
+	}
+	for round := range 4000 {
+		st := stops[round%len(stops)]
+		parent, cancelParent := context.WithCancel(context.Background())
+		ctx := parent
+		if round%8 < 4 {
+			ctx = context.Background() // a parent that can never be cancelled (but for "parent")
+		}
+		if st.name == "parent" {
+			ctx = parent
+		}
+		s := newScope(ctx, nil, &defaultConfig, nil)
+		ch := make(chan struct{}, 1)
+		ch <- struct{}{} // held
+		stopped := make(chan struct{})
+		stop := func() {
+			for range round % 3 { // vary the moment
+				runtime.Gosched()
+			}
+			st.stop(s, cancelParent, ch)
+			close(stopped)
+		}
+		if round%7 == 0 && !strings.HasPrefix(st.name, "free") {
+			stop() // before the wait
+		} else {
+			go stop()
+		}
+		handled, err := s.Send(ch, &wakes)
+		if !handled { // as memlock does
+			select {
+			case ch <- struct{}{}:
+				err = nil
+			case <-s.Done():
+				err = s.Err()
+			}
+		}
+		<-stopped
+		switch st.name {
+		case "free":
+			if err != nil || len(ch) != 1 {
+				t.Fatalf("round %d (%s): err %v, %d in the channel; want nil and the waiter's value", round, st.name, err, len(ch))
+			}
+		case "free and cancel":
+			if (err == nil) != (len(ch) == 1) {
+				t.Fatalf("round %d (%s): err %v, %d in the channel; want the waiter's value or an error", round, st.name, err, len(ch))
+			}
+		default:
+			if err == nil {
+				t.Fatalf("round %d (%s): the wait ended without an error, and the channel was never freed", round, st.name)
+			}
+		}
+		if s.wake.Load() != nil {
+			t.Fatalf("round %d (%s): a Wake stayed armed", round, st.name)
+		}
+		_ = s.end()
+		cancelParent()
+	}
 }

@@ -147,3 +147,61 @@ func TestHandOffHandlesAreUnique(t *testing.T) {
 		t.Fatalf("%d entries left", n)
 	}
 }
+
+// A yield that waits for its key makes no cancellable context for the wait
+// (the scope waits through lend.Waiter): a contended Run allocates what an
+// uncontended one does. Making the context would cost four allocations more
+// per wait (the cancelCtx, its cancel func, the scope's record of them and
+// the Done channel).
+func TestContendedRunAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own")
+	}
+	ctx := context.Background()
+	ml := memlock.New(memlock.Options{})
+	l := ml.Mutex("k")
+	fn := func(ctx context.Context, yield caesura.Yield) error { return yield(l) }
+	run := testing.AllocsPerRun(100, func() {
+		if err := caesura.Run(ctx, fn); err != nil {
+			panic(err)
+		}
+	})
+
+	// Each round: the test holds the key, a Run in another goroutine
+	// waits for it, the test lets it go once the Run is parked, and takes
+	// it back after the Run.
+	start, done := make(chan struct{}), make(chan error)
+	go func() {
+		for range start {
+			done <- caesura.Run(ctx, fn)
+		}
+	}()
+	defer close(start)
+	h, err := l.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	contended := testing.AllocsPerRun(100, func() {
+		start <- struct{}{}
+		for ml.Waiting("k") != 2 { // AllocsPerRun runs on one P: the Run parks before this goroutine runs again
+			runtime.Gosched()
+		}
+		if err := h.Release(ctx); err != nil {
+			panic(err)
+		}
+		if err := <-done; err != nil {
+			panic(err)
+		}
+		if h, err = l.Acquire(ctx); err != nil {
+			panic(err)
+		}
+	})
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The holder's handle is the one allocation more; the waiters' slab
+	// (one per 32 hand-offs) rounds away.
+	if contended > run+1 {
+		t.Errorf("contended round: %v allocations, want at most %v (an uncontended Run's %v and the holder's handle)", contended, run+1, run)
+	}
+}

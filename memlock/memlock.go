@@ -7,7 +7,11 @@
 // holder receives, moves the oldest waiter's token in and wakes it, so the
 // lock goes straight to the longest waiter and a releaser that asks again
 // queues behind it. A waiter selects on its context, so giving up is atomic:
-// it either got the lock or left the queue.
+// it either got the lock or left the queue. A waiter inside a scope (the
+// context a yield passes) lets the scope do that select, on its parent's
+// Done channel and on a reused wake-up the scope signals when it is
+// cancelled, so that waiting does not make the scope build a cancellable
+// context and its Done channel.
 //
 // An acquire costs one allocation, its handle, and none inside a scope's
 // first yield (the scope lends the room); a waiter that got the lock takes
@@ -57,6 +61,7 @@ type Locker struct {
 	prefix string
 	seed   maphash.Seed
 	tokens atomic.Uint64
+	wakes  lend.Wakes // for waits inside a scope; see Acquire
 	shards [shards]shard
 }
 
@@ -231,6 +236,18 @@ func (m *mutex) Acquire(ctx context.Context) (caesura.Held, error) {
 	case e.ch <- struct{}{}:
 		return m.held(ctx, e, false), nil
 	default:
+	}
+	if w, ok := ctx.(lend.Waiter); ok {
+		// A scope waits on its cancellation without making its context
+		// (see internal/lend).
+		handled, err := w.Send(e.ch, &m.l.wakes)
+		if handled {
+			if err != nil {
+				e.unref()
+				return nil, caesura.NotAcquired(m.key, err)
+			}
+			return m.held(ctx, e, true), nil
+		}
 	}
 	done := ctx.Done()
 	if done == nil { // ctx can never end the wait: a plain send is cheaper
