@@ -89,7 +89,7 @@ func (l *Locker) nodeCtx(ctx context.Context) (context.Context, context.CancelFu
 // owned by another token (on too many masters to keep a quorum).
 func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err error) {
 	run := func(ctx context.Context, c Client) (int64, error) {
-		return renewScript.Run(ctx, c, []string{key}, tok, l.channel, l.ttlArg).Int64()
+		return renewScript.Run(ctx, c, []string{key}, tok, l.chanArg, l.ttlArg).Int64()
 	}
 	if l.nodes == nil {
 		idx, err := run(ctx, l.c)
@@ -124,21 +124,14 @@ func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err e
 // releaseKeys frees keys owned by tok and reports per key whether it was
 // held (on a quorum of masters, for Redlock).
 func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string) ([]int64, error) {
-	run := func(ctx context.Context, c Client) ([]int64, error) {
-		reply, err := releaseScript.Run(ctx, c, keys, tok, l.channel).Result()
-		if err != nil {
-			return nil, err
-		}
-		return parseRelease(reply, len(keys))
-	}
 	if l.nodes == nil {
-		return run(ctx, l.c)
+		return l.runRelease(ctx, l.c, keys, tok)
 	}
 	var mu sync.Mutex
 	count := make([]int, len(keys))
 	failed := 0
 	errs := l.onNodes(func(_ int, c Client) error {
-		res, err := run(ctx, c)
+		res, err := l.runRelease(ctx, c, keys, tok)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -164,6 +157,16 @@ func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string) ([]
 		return nil, errors.Join(errs...)
 	}
 	return out, nil
+}
+
+// runRelease runs the release script on c and reads its reply (see
+// parseRelease).
+func (l *Locker) runRelease(ctx context.Context, c Client, keys []string, tok string) ([]int64, error) {
+	reply, err := releaseScript.Run(ctx, c, keys, tok, l.chanArg).Result()
+	if err != nil {
+		return nil, err
+	}
+	return parseRelease(reply, len(keys))
 }
 
 // parseRelease turns the release script's reply for n keys (1 when it freed
@@ -194,7 +197,7 @@ func parseRelease(reply any, n int) ([]int64, error) {
 // every master.
 func (l *Locker) withdraw(ctx context.Context, keys []string, tok string) error {
 	run := func(ctx context.Context, c Client) error {
-		return cancelScript.Run(ctx, c, keys, tok, l.channel).Err()
+		return cancelScript.Run(ctx, c, keys, tok, l.chanArg).Err()
 	}
 	if l.nodes == nil {
 		return run(ctx, l.c)

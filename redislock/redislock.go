@@ -72,7 +72,9 @@ type Locker struct {
 	recheck time.Duration
 	cluster bool
 
-	ttlArg, qttlArg string
+	// The scripts' constant arguments, converted to any once: a string
+	// converted at each call costs an allocation.
+	chanArg, ttlArg, qttlArg any
 
 	sched sched // renewals and validity checks of the Helds
 
@@ -140,6 +142,7 @@ func newLocker(opts *Options, cluster bool) (*Locker, error) {
 		drift:   o.Drift,
 		recheck: o.Recheck,
 		cluster: cluster,
+		chanArg: o.Prefix + "grants:",
 		ttlArg:  strconv.FormatInt(o.TTL.Milliseconds(), 10),
 		qttlArg: strconv.FormatInt(qttl.Milliseconds(), 10),
 		waiters: make(map[string]*waiter),
@@ -357,6 +360,9 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
+// tokenRandom is how many random bytes follow a Locker's id in its tokens.
+const tokenRandom = (32 - idLen) / 2
+
 // idLen is the length of a Locker's id, which starts each of its tokens:
 // a grant is published on the channel of the waiter's Locker alone
 // (channel + id), so a hand-off wakes one process, not every process that
@@ -364,7 +370,17 @@ func newToken() string {
 const idLen = 8
 
 // token returns a new token of l: its id and 96 random bits.
-func (l *Locker) token() string { return l.id + newToken()[idLen:] }
+func (l *Locker) token() string {
+	var b [tokenRandom]byte
+	rand.Read(b[:])       // never fails (crypto/rand, Go 1.24+)
+	var s strings.Builder // one allocation: String does not copy
+	s.Grow(idLen + 2*tokenRandom)
+	s.WriteString(l.id)
+	var hx [2 * tokenRandom]byte
+	hex.Encode(hx[:], b[:])
+	s.Write(hx[:])
+	return s.String()
+}
 
 type grantMsg struct {
 	key   string
@@ -473,7 +489,7 @@ func (l *Locker) fail(ctx context.Context, keys []string, tok string, err error)
 // parseAcquire); with queue it takes a place in the queue of the key that
 // blocks it.
 func (l *Locker) runAcquire(ctx context.Context, c Client, keys []string, tok string, queue bool) (ok bool, fences []uint64, rem time.Duration, err error) {
-	args := []any{tok, l.channel, l.ttlArg, l.qttlArg}
+	args := []any{tok, l.chanArg, l.ttlArg, l.qttlArg}
 	if !queue {
 		args = args[:3]
 	}
