@@ -35,7 +35,7 @@
 // All keys are taken by one caesura.Run through one yield: sorted by key and
 // batched where the backend can, so two runs that name the same keys in any
 // order cannot deadlock. The command then runs with caesura's standard input,
-// output and error. SIGINT and SIGTERM sent to caesura are forwarded to it and,
+// output and error. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to caesura are forwarded to it and,
 // on Linux, to every process it started (see below; on a terminal, Ctrl-C
 // reaches them from the terminal too, so they may see SIGINT twice). When it
 // ends (and, on Linux, the processes it left running have ended too), the
@@ -58,7 +58,7 @@
 // setsid) is reparented to caesura rather than to init. The command's tree is
 // then exactly caesura's descendants, which caesura finds by walking /proc:
 //
-//   - SIGINT and SIGTERM sent to caesura are forwarded to every process of the
+//   - SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to caesura are forwarded to every process of the
 //     tree. (A non-interactive shell starts its background jobs with SIGINT
 //     ignored: SIGTERM ends them, SIGINT does not.)
 //   - When a lock is lost, every process of the tree gets SIGTERM (and SIGCONT,
@@ -107,7 +107,8 @@
 //	                  SIGKILL --grace (default 10s) later if it had not exited;
 //	                  caesura exits once they have all ended
 //	126, 127          the command could not be run, or was not found (as in a shell)
-//	130, 143          caesura got SIGINT or SIGTERM while waiting for the locks
+//	128+N             caesura got signal N (SIGINT 130, SIGTERM 143, SIGHUP 129,
+//	                  SIGQUIT 131) while waiting for the locks
 //	2                 bad usage (no key, an empty key, no command, a bad flag) or a
 //	                  backend error (malformed URL, unknown scheme, unreachable server)
 //

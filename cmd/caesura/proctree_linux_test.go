@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func init() { extraHelpers["pgrp"] = pgrpMain }
@@ -253,34 +255,39 @@ wait`,
 	}
 }
 
-// SIGTERM sent to caesura reaches every process of the command's tree:
+// SIGTERM and SIGHUP sent to caesura reach every process of the command's tree:
 // a grandchild that traps it, background jobs, and an orphan.
 func TestRunForwardsSignalsToTree(t *testing.T) {
-	mark := treeMark(t)
-	dir := t.TempDir()
-	ready, log := filepath.Join(dir, "ready"), filepath.Join(dir, "log")
-	script := shScript(t, `sleep 60 &
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP} {
+		name := strings.TrimPrefix(unix.SignalName(sig), "SIG")
+		t.Run(name, func(t *testing.T) {
+			mark := treeMark(t)
+			dir := t.TempDir()
+			ready, log := filepath.Join(dir, "ready"), filepath.Join(dir, "log")
+			script := shScript(t, `sleep 60 &
 (sleep 60 &)
-sh -c 'trap "echo grandchild got TERM >> \"$2\"; exit 0" TERM; echo ready > "$1"; while :; do sleep 1; done' sh "$1" "$2" &
+sh -c 'trap "echo grandchild got $3 >> \"$2\"; exit 0" $3; echo ready > "$1"; while :; do sleep 1; done' sh "$1" "$2" "$3" &
 wait`)
-	c := startBackground(t, caesuraCmd([]string{mark}, "run", "--backend", fileBackend(t), "-k", "fwd", "--", "sh", script, ready, log))
-	waitFile(t, ready, "ready")
-	if tree := markedBut(mark, c.cmd.Process.Pid); len(tree) < 4 {
-		t.Fatalf("the command's tree is %v, want at least 4 processes", tree)
-	}
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	r := c.wait(t)
-	if r.code != 128+int(syscall.SIGTERM) {
-		t.Errorf("exit %d, want %d (the command's: the shell died of SIGTERM); stderr: %s", r.code, 128+int(syscall.SIGTERM), r.stderr)
-	}
-	if left := markedBut(mark, c.cmd.Process.Pid); len(left) > 0 {
-		t.Errorf("%v outlived caesura", left)
-	}
-	b, _ := os.ReadFile(log)
-	if !strings.Contains(string(b), "grandchild got TERM") {
-		t.Errorf("the grandchild wrote %q, want it to have got SIGTERM", b)
+			c := startBackground(t, caesuraCmd([]string{mark}, "run", "--backend", fileBackend(t), "-k", "fwd", "--", "sh", script, ready, log, name))
+			waitFile(t, ready, "ready")
+			if tree := markedBut(mark, c.cmd.Process.Pid); len(tree) < 4 {
+				t.Fatalf("the command's tree is %v, want at least 4 processes", tree)
+			}
+			if err := c.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			r := c.wait(t)
+			if r.code != 128+int(sig) {
+				t.Errorf("exit %d, want %d (the command's: the shell died of %v); stderr: %s", r.code, 128+int(sig), sig, r.stderr)
+			}
+			if left := markedBut(mark, c.cmd.Process.Pid); len(left) > 0 {
+				t.Errorf("%v outlived caesura", left)
+			}
+			b, _ := os.ReadFile(log)
+			if !strings.Contains(string(b), "grandchild got "+name) {
+				t.Errorf("the grandchild wrote %q, want it to have got %v", b, sig)
+			}
+		})
 	}
 }
 

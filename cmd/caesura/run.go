@@ -55,7 +55,7 @@ func newRunCmd(a *app) *cobra.Command {
 		Short: "Run a command while holding named locks",
 		Long: `Run takes every key (-k) in one step, in one global order (so two runs naming
 the same keys in any order cannot deadlock), runs COMMAND, and releases the
-locks when it ends. SIGINT and SIGTERM are forwarded to the command and, on
+locks when it ends. SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to the command and, on
 Linux, to every process it started (background jobs and orphans included;
 the command stays in caesura's process group, so it keeps the terminal).
 Processes the command leaves running keep the locks held: caesura waits for
@@ -65,8 +65,9 @@ Exit status: the command's own (128+N if it died of signal N); 1 if the locks
 were not acquired within --wait (--conflict-exit-code); 75 if a lock was lost
 while the command, or a process it left, ran (--lost-exit-code): they all get
 SIGTERM, and SIGKILL --grace later, and caesura exits once they have ended;
-126/127 if the command could not be run / was not found; 130/143 if caesura
-was interrupted while waiting; 2 for bad usage or a backend error.
+126/127 if the command could not be run / was not found; 128+N if caesura got
+signal N while waiting (SIGINT 130, SIGTERM 143); 2 for bad usage or a backend
+error.
 
 The command's environment gets CAESURA_KEYS (the keys, sorted, joined with
 ","), CAESURA_TOKEN_<NAME> with each key's fencing token (<NAME>: the key
@@ -235,7 +236,9 @@ func (a *app) runLocked(ctx context.Context, o runOptions, be *backend, keys, na
 		interrupted os.Signal
 	)
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (the terminal went away) and SIGQUIT would otherwise kill
+	// caesura at once, leaving the command's tree running with no lock.
+	signal.Notify(sigs, forwarded...)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -397,6 +400,10 @@ func (a *app) runLocked(ctx context.Context, o runOptions, be *backend, keys, na
 	}
 	return &exitError{code: exitUsage, err: fmt.Errorf("run: locking %s on %s: %v", quoteKeys(keys), be.shown, runErr)}
 }
+
+// forwarded are the signals caesura passes on to the command's tree once it
+// runs, and that end the wait for the locks before.
+var forwarded = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
 
 // A processTree is the command's process and, where caesura can follow
 // them, the processes it started in turn: the processes that a lost lock
