@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,8 +27,9 @@ func TestFIFO(t *testing.T) {
 	}
 	const waiters = 10
 	order := make(chan int, waiters+1)
+	var wg sync.WaitGroup
 	for i := range waiters {
-		go func() {
+		wg.Go(func() {
 			h, err := m.Acquire(ctx)
 			if err != nil {
 				t.Error(err)
@@ -35,7 +37,7 @@ func TestFIFO(t *testing.T) {
 			}
 			order <- i
 			_ = h.Release(ctx)
-		}()
+		})
 		for l.Waiting("k") != i+2 { // the holder and i+1 waiters
 			runtime.Gosched()
 		}
@@ -57,6 +59,9 @@ func TestFIFO(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("acquisition order %v, want %v", got, want)
 	}
+	// A releaser hands the lock on before it drops its reference to the
+	// key's entry: wait for the last waiters to finish their Release.
+	wg.Wait()
 	if n := l.Len(); n != 0 {
 		t.Fatalf("%d entries left", n)
 	}
