@@ -2,3 +2,11 @@ package redislock
 
 // ID returns l's id: the start of its tokens and the end of its channel.
 func ID(l *Locker) string { return l.id }
+
+// Ended reports whether h was lost or released, without making its Lost
+// context.
+func Ended(h *Held) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ended
+}

@@ -25,14 +25,18 @@ type Held struct {
 	tok   string
 	fence uint64
 
-	lost   context.Context
-	cancel context.CancelCauseFunc
-
 	renewWG sync.WaitGroup // a renewal in flight
 
 	mu       sync.Mutex
 	done     bool               // released or lost: no more renewals
 	released bool               // Release was called
+	// lost is made by the first Lost call, so that a Held nobody watches
+	// costs no context: until then, ended and cause keep what it would have
+	// been cancelled with (a *caesura.LostError, or nil for a release).
+	lost   context.Context
+	cancel context.CancelCauseFunc
+	ended  bool
+	cause  error
 	renewing bool               // a renewal is in flight
 	valid    time.Time          // end of the lease's validity, as far as we can prove
 	rcancel  context.CancelFunc // cancels the last renewal (nil before the first)
@@ -49,9 +53,7 @@ func (l *Locker) newHelds(ms []*Mutex, tok string, fences []uint64, start time.T
 	valid := start.Add(l.ttl - l.drift)
 	renewAt := time.Now().Add(l.ttl / 3)
 	for i, m := range ms {
-		h := &Held{l: l, key: m.key, tok: tok, fence: fences[i], valid: valid, idx: -1}
-		h.lost, h.cancel = context.WithCancelCause(context.Background())
-		hs[i] = h
+		hs[i] = &Held{l: l, key: m.key, tok: tok, fence: fences[i], valid: valid, idx: -1}
 	}
 	l.sched.add(hs, renewAt)
 	return hs
@@ -63,7 +65,41 @@ func (h *Held) Token() uint64 { return h.fence }
 
 // Lost returns a context cancelled when the lock is lost, with a
 // [*caesura.LostError] as its cause. Release cancels it too.
-func (h *Held) Lost() context.Context { return h.lost }
+func (h *Held) Lost() context.Context {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lost == nil {
+		h.lost, h.cancel = context.WithCancelCause(context.Background())
+		if h.ended {
+			h.cancel(h.cause)
+		}
+	}
+	return h.lost
+}
+
+// endLocked cancels h's Lost context with cause (nil: released), or keeps
+// cause for the Lost call that makes it. The first end wins. h.mu is held.
+func (h *Held) endLocked(cause error) {
+	if h.ended {
+		return
+	}
+	h.ended, h.cause = true, cause
+	if h.cancel != nil {
+		h.cancel(cause)
+	}
+}
+
+// end is endLocked for a caller without h.mu; it returns the loss h was
+// told of before, if any.
+func (h *Held) end() (lost error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ended {
+		lost = h.cause
+	}
+	h.endLocked(nil)
+	return lost
+}
 
 // Key returns the lock's key.
 func (h *Held) Key() string { return h.key }
@@ -159,7 +195,7 @@ func (h *Held) event() {
 func (h *Held) loseLocked(reason error) {
 	h.done = true
 	h.l.sched.remove(h)
-	h.cancel(&caesura.LostError{Key: h.key, Err: reason})
+	h.endLocked(&caesura.LostError{Key: h.key, Err: reason})
 }
 
 // sched runs the renewals and validity checks of a Locker's Helds from one

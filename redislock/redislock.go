@@ -337,8 +337,7 @@ func (l *Locker) release(ctx context.Context, hs []*Held) []error {
 	res, err := l.releaseKeys(ctx, keys, hs[0].tok)
 	var errs []error
 	for i, h := range hs {
-		lostErr := context.Cause(h.lost)
-		h.cancel(nil)
+		lostErr := h.end()
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("redislock: release %q: %w", h.key, errors.Join(ErrUnavailable, err)))

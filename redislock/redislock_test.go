@@ -942,3 +942,45 @@ func TestGrantWakesOneLocker(t *testing.T) {
 		t.Fatalf("grant to a's waiter: %v on %v, want the channel of a", err, msg)
 	}
 }
+
+// A Held whose Lost nobody asked for makes no context, and a Lost asked for
+// after the loss, or after Release, is already cancelled with its cause.
+func TestLostAskedAfterTheEnd(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, &redislock.Options{TTL: 90 * time.Millisecond})
+	ctx := ctxT(t, 10*time.Second)
+	m := l.Mutex("late")
+	h := mustAcquire(t, ctx, m)
+	s.client(t).Del(ctx, m.Key())
+	for !redislock.Ended(h) {
+		if ctx.Err() != nil {
+			t.Fatal("the loss of a deleted key was never noticed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	lost := h.Lost()
+	if lost.Err() == nil {
+		t.Fatal("Lost asked for after the loss is not cancelled")
+	}
+	var le *caesura.LostError
+	if cause := context.Cause(lost); !errors.As(cause, &le) || !errors.Is(cause, redislock.ErrStolen) || le.Key != m.Key() {
+		t.Fatalf("cause %v, want a LostError of %q matching ErrStolen", cause, m.Key())
+	}
+	if h.Lost() != lost {
+		t.Fatal("Lost returns a new context on the second call")
+	}
+	if err := h.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
+		t.Fatalf("Release after the loss: got %v, want ErrNotHeld", err)
+	}
+
+	h2 := mustAcquire(t, ctx, l.Mutex("late2"))
+	if err := h2.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !redislock.Ended(h2) {
+		t.Fatal("a released Held is not ended")
+	}
+	if c := context.Cause(h2.Lost()); !errors.Is(c, context.Canceled) {
+		t.Fatalf("Lost after Release: cause %v, want context.Canceled", c)
+	}
+}
