@@ -28,15 +28,15 @@ type Held struct {
 	renewWG sync.WaitGroup // a renewal in flight
 
 	mu       sync.Mutex
-	done     bool               // released or lost: no more renewals
-	released bool               // Release was called
+	done     bool // released or lost: no more renewals
+	released bool // Release was called
 	// lost is made by the first Lost call, so that a Held nobody watches
 	// costs no context: until then, ended and cause keep what it would have
 	// been cancelled with (a *caesura.LostError, or nil for a release).
-	lost   context.Context
-	cancel context.CancelCauseFunc
-	ended  bool
-	cause  error
+	lost     context.Context
+	cancel   context.CancelCauseFunc
+	ended    bool
+	cause    error
 	renewing bool               // a renewal is in flight
 	valid    time.Time          // end of the lease's validity, as far as we can prove
 	rcancel  context.CancelFunc // cancels the last renewal (nil before the first)
