@@ -237,29 +237,33 @@ func (m *mutex) Acquire(ctx context.Context) (caesura.Held, error) {
 		return m.held(ctx, e, false), nil
 	default:
 	}
+	if err := m.l.wait(ctx, e); err != nil {
+		e.unref()
+		return nil, caesura.NotAcquired(m.key, err)
+	}
+	return m.held(ctx, e, true), nil
+}
+
+// wait queues for e's lock until it is granted (nil) or ctx is done (ctx's
+// error): either it got the lock or it left the queue.
+func (l *Locker) wait(ctx context.Context, e *entry) error {
 	if w, ok := ctx.(lend.Waiter); ok {
 		// A scope waits on its cancellation without making its context
 		// (see internal/lend).
-		handled, err := w.Send(e.ch, &m.l.wakes)
-		if handled {
-			if err != nil {
-				e.unref()
-				return nil, caesura.NotAcquired(m.key, err)
-			}
-			return m.held(ctx, e, true), nil
+		if handled, err := w.Send(e.ch, &l.wakes); handled {
+			return err
 		}
 	}
 	done := ctx.Done()
 	if done == nil { // ctx can never end the wait: a plain send is cheaper
 		e.ch <- struct{}{}
-		return m.held(ctx, e, true), nil
+		return nil
 	}
 	select {
 	case e.ch <- struct{}{}:
-		return m.held(ctx, e, true), nil
+		return nil
 	case <-done:
-		e.unref()
-		return nil, caesura.NotAcquired(m.key, ctx.Err())
+		return ctx.Err()
 	}
 }
 

@@ -94,9 +94,7 @@ func (h *Held) endLocked(cause error) {
 func (h *Held) end() (lost error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.ended {
-		lost = h.cause
-	}
+	lost = h.cause // set only by an end, and only a loss has a cause
 	h.endLocked(nil)
 	return lost
 }

@@ -66,14 +66,15 @@ type Locker struct {
 	quorum  int
 	prefix  string
 	id      string // the first idLen characters of every token of l
-	channel string // grants to l's waiters come on channel + id
+	grants  string // the channel grants to l's waiters come on: chanArg + id
 	ttl     time.Duration
 	drift   time.Duration
 	recheck time.Duration
 	cluster bool
 
 	// The scripts' constant arguments, converted to any once: a string
-	// converted at each call costs an allocation.
+	// converted at each call costs an allocation. chanArg is the prefix of
+	// every Locker's grant channel.
 	chanArg, ttlArg, qttlArg any
 
 	sched sched // renewals and validity checks of the Helds
@@ -133,16 +134,17 @@ func newLocker(opts *Options, cluster bool) (*Locker, error) {
 	// A waiter refreshes its queue entry at every re-check; three missed
 	// re-checks (plus a second of slack) drop it.
 	qttl := 3*o.Recheck + time.Second
-	id := newToken()[:idLen]
+	id := randomHex("", idLen/2)
+	channel := o.Prefix + "grants:"
 	return &Locker{
 		prefix:  o.Prefix,
 		id:      id,
-		channel: o.Prefix + "grants:",
+		grants:  channel + id,
 		ttl:     o.TTL,
 		drift:   o.Drift,
 		recheck: o.Recheck,
 		cluster: cluster,
-		chanArg: o.Prefix + "grants:",
+		chanArg: channel,
 		ttlArg:  strconv.FormatInt(o.TTL.Milliseconds(), 10),
 		qttlArg: strconv.FormatInt(qttl.Milliseconds(), 10),
 		waiters: make(map[string]*waiter),
@@ -352,15 +354,19 @@ func (l *Locker) release(ctx context.Context, hs []*Held) []error {
 	return errs
 }
 
-// newToken returns 128 random bits as 32 hex digits.
-func newToken() string {
+// randomHex returns prefix followed by n random bytes in hex (n at most
+// 16), in one allocation.
+func randomHex(prefix string, n int) string {
 	var b [16]byte
-	rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
-	return hex.EncodeToString(b[:])
+	rand.Read(b[:n]) // never fails (crypto/rand, Go 1.24+)
+	var hx [32]byte
+	hex.Encode(hx[:], b[:n])
+	var s strings.Builder // String does not copy
+	s.Grow(len(prefix) + 2*n)
+	s.WriteString(prefix)
+	s.Write(hx[:2*n])
+	return s.String()
 }
-
-// tokenRandom is how many random bytes follow a Locker's id in its tokens.
-const tokenRandom = (32 - idLen) / 2
 
 // idLen is the length of a Locker's id, which starts each of its tokens:
 // a grant is published on the channel of the waiter's Locker alone
@@ -369,17 +375,7 @@ const tokenRandom = (32 - idLen) / 2
 const idLen = 8
 
 // token returns a new token of l: its id and 96 random bits.
-func (l *Locker) token() string {
-	var b [tokenRandom]byte
-	rand.Read(b[:])       // never fails (crypto/rand, Go 1.24+)
-	var s strings.Builder // one allocation: String does not copy
-	s.Grow(idLen + 2*tokenRandom)
-	s.WriteString(l.id)
-	var hx [2 * tokenRandom]byte
-	hex.Encode(hx[:], b[:])
-	s.Write(hx[:])
-	return s.String()
-}
+func (l *Locker) token() string { return randomHex(l.id, (32-idLen)/2) }
 
 type grantMsg struct {
 	key   string
@@ -587,7 +583,7 @@ func (l *Locker) subscribe(ctx context.Context) error {
 		return errors.New("redislock: Locker closed")
 	}
 	if l.sub == nil {
-		l.sub = l.c.Subscribe(context.WithoutCancel(ctx), l.channel+l.id)
+		l.sub = l.c.Subscribe(context.WithoutCancel(ctx), l.grants)
 		l.ready = make(chan struct{})
 		l.loopEnd = make(chan struct{})
 		go l.loop(l.sub, l.ready, l.loopEnd)
