@@ -48,9 +48,15 @@
 //     hash slot: consecutive keys that share a slot (give them a common hash
 //     tag, as in "{order:42}:lines" and "{order:42}:total") go in one call,
 //     and the runs are taken one after another in key order.
-//   - Fencing: [Held.Token] is taken from a per-key counter incremented in
-//     the same script as the acquisition. It never goes back, also after the
-//     lease expired, for as long as Redis keeps the key's data.
+//   - Fencing: [Held.Token] comes from the same script as the acquisition:
+//     each acquisition of a key gets the token after the one before, and a
+//     key Redis no longer has (expired, or lost with a server restarted
+//     without persistence) starts from the server clock in microseconds,
+//     above every earlier token. So tokens never go back, across lease
+//     expiries and restarts, as long as the server's clock does not step
+//     back by more than a lease across an expiry, and the tokens before a
+//     failover reached the replica (see below). Tokens are large numbers
+//     (about 1.8e15 in 2026); compare them, do not count on their values.
 //   - Errors: a taken lock (TryAcquire) matches [caesura.ErrNotAcquired]; a
 //     wait ended by the context matches it and the context's error; Redis
 //     unreachable or failing matches [ErrUnavailable] (and not
@@ -70,17 +76,18 @@
 //
 // # Layout in Redis
 //
-// A lock is one string at Prefix+name: the holder's token, the end of its
-// lease (server time, ms), the FIFO queue and the fencing counter; a free
-// lock nobody waits for is its fencing counter alone (scripts.go has the
-// format). Lease times are judged by the server's clock (TIME inside the
-// scripts), as PEXPIRE would be. The value is not deleted when the lock is
-// free, because it keeps the fencing counter: one short string stays per
-// lock name ever used. Each script reads all its keys with one MGET and
-// writes them with one MSET (a GET and a SET for one key), so 8 keys cost
-// about what 1 costs. Requires Redis 6.2 or later. A hash left at a lock's
-// key by an earlier version of this package (one hash per lock) is
-// replaced, and its counter starts again from 1.
+// A lock is one string at Prefix+name: the holder's token and fencing token,
+// then the FIFO queue while waiters queue; a free lock is the next fencing
+// token alone (scripts.go has the format). The lease is the key's expiry
+// (PX), so Redis itself ends a lease nobody renews. A release keeps the next
+// fencing token and the key's expiry, so a lock nobody takes again leaves
+// nothing in Redis once its last lease would have ended. Acquiring or
+// releasing a free lock costs the server two commands inside one script (a
+// GET and a SET) or one (a SET with GET); several keys cost one MGET and a
+// SET per key. Requires Redis 6.2 or later (SET with GET). A hash left at a
+// lock's key by an earlier version of this package is replaced. Values
+// written by versions that judged leases by the server clock are not read
+// correctly: Lockers of different versions must not share a Prefix.
 //
 // # Non-guarantees
 //
@@ -90,9 +97,9 @@
 //     fencing token makes such a stale holder harmless.
 //   - Redis replication is asynchronous: after a failover (Sentinel,
 //     Cluster) a lock acquired just before it may be missing on the new
-//     primary, and fencing counters may go back with the lost writes. A
-//     restart without persistence forgets every lock and counter; holders
-//     then see [ErrStolen] at their next renewal.
+//     primary, and fencing tokens may go back with the lost writes. A
+//     restart without persistence forgets every lock (tokens go on from the
+//     server clock); holders then see [ErrStolen] at their next renewal.
 //   - The queue is fair among waiters that keep re-checking; TryAcquire
 //     never jumps it (a free lock with waiters goes to the head waiter).
 package redislock

@@ -89,7 +89,7 @@ func (l *Locker) nodeCtx(ctx context.Context) (context.Context, context.CancelFu
 // owned by another token (on too many masters to keep a quorum).
 func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err error) {
 	run := func(ctx context.Context, c Client) (int64, error) {
-		return renewScript.Run(ctx, c, []string{key}, tok, l.chanArg, l.ttlArg).Int64()
+		return renewScript.Run(ctx, c, []string{key}, tok, l.ttlArg).Int64()
 	}
 	if l.nodes == nil {
 		idx, err := run(ctx, l.c)
@@ -122,16 +122,17 @@ func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err e
 }
 
 // releaseKeys frees keys owned by tok and reports per key whether it was
-// held (on a quorum of masters, for Redlock).
-func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string) ([]int64, error) {
+// held (on a quorum of masters, for Redlock). next is the fencing token
+// after the holder's, for one key of a single Redis, or nil.
+func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string, next any) ([]int64, error) {
 	if l.nodes == nil {
-		return l.runRelease(ctx, l.c, keys, tok)
+		return l.runRelease(ctx, l.c, keys, tok, next)
 	}
 	var mu sync.Mutex
 	count := make([]int, len(keys))
 	failed := 0
 	errs := l.onNodes(func(_ int, c Client) error {
-		res, err := l.runRelease(ctx, c, keys, tok)
+		res, err := l.runRelease(ctx, c, keys, tok, nil)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -160,9 +161,16 @@ func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string) ([]
 }
 
 // runRelease runs the release script on c and reads its reply (see
-// parseRelease).
-func (l *Locker) runRelease(ctx context.Context, c Client, keys []string, tok string) ([]int64, error) {
-	reply, err := releaseScript.Run(ctx, c, keys, tok, l.chanArg).Result()
+// parseRelease). next (nil, or one key's next fencing token) lets the
+// script take its fast path.
+func (l *Locker) runRelease(ctx context.Context, c Client, keys []string, tok string, next any) ([]int64, error) {
+	var reply any
+	var err error
+	if next != nil {
+		reply, err = releaseScript.Run(ctx, c, keys, tok, next).Result()
+	} else {
+		reply, err = releaseScript.Run(ctx, c, keys, tok).Result()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +205,7 @@ func parseRelease(reply any, n int) ([]int64, error) {
 // every master.
 func (l *Locker) withdraw(ctx context.Context, keys []string, tok string) error {
 	run := func(ctx context.Context, c Client) error {
-		return cancelScript.Run(ctx, c, keys, tok, l.chanArg).Err()
+		return cancelScript.Run(ctx, c, keys, tok).Err()
 	}
 	if l.nodes == nil {
 		return run(ctx, l.c)

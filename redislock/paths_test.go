@@ -13,9 +13,10 @@ import (
 )
 
 // TestOneKeyPaths takes one key through each path of the acquire and
-// release scripts for a single key (see scripts.go): the fast paths (GET and
-// SET, an integer reply) and the general ones, whose one-key replies are
-// the fence alone, 1, or a list.
+// release scripts for a single key (see scripts.go): the fast paths
+// (acquire: a GET and a SET, replying the stored token; release: one SET
+// with GET) and the general ones, whose one-key replies are the fence
+// alone, 1, or a list.
 func TestOneKeyPaths(t *testing.T) {
 	s := startServer(t)
 	l := s.locker(t, nil) // no renewal within the test
@@ -23,11 +24,15 @@ func TestOneKeyPaths(t *testing.T) {
 	ctx := ctxT(t, 10*time.Second)
 	c := s.client(t)
 	m := l.Mutex("one")
-	state := func(owned bool, fence string) {
+	state := func(owned bool, fence uint64) {
 		t.Helper()
 		st := readState(ctx, c, m.Key())
-		if (st.owner != "") != owned || st.fence != fence || st.queued != 0 {
-			t.Fatalf("state %+v, want owned %v, fence %s, no queue", st, owned, fence)
+		if (st.owner != "") != owned || st.fence != strconv.FormatUint(fence, 10) || st.queued != 0 {
+			t.Fatalf("state %+v, want owned %v, fence %d, no queue", st, owned, fence)
+		}
+		// Every write keeps a lease on the key: none stays for good.
+		if ttl := c.PTTL(ctx, m.Key()).Val(); ttl <= 0 || ttl > redislock.DefaultTTL {
+			t.Fatalf("key's expiry %v, want within the lease (%v)", ttl, redislock.DefaultTTL)
 		}
 	}
 	token := func(h *redislock.Held, want uint64) {
@@ -36,55 +41,73 @@ func TestOneKeyPaths(t *testing.T) {
 			t.Fatalf("fencing token %d, want %d", got, want)
 		}
 	}
+	serverMicros := func() uint64 {
+		t.Helper()
+		tm, err := c.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return uint64(tm.UnixMicro())
+	}
 
-	// Fast paths: a missing key, then a free counter.
+	// Fast paths: a missing key starts from the server clock (µs), then a
+	// free key keeps the next token.
+	before := serverMicros()
 	h := mustAcquire(t, ctx, m)
-	token(h, 1)
-	state(true, "1")
+	b := h.Token()
+	if after := serverMicros(); b < before || b > after {
+		t.Fatalf("first token %d, want the server time in µs, within [%d, %d]", b, before, after)
+	}
+	state(true, b)
 	if err := h.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	state(false, "1")
+	state(false, b+1)
 	h = mustAcquire(t, ctx, m)
-	token(h, 2)
+	token(h, b+1)
 
 	// A try on a held key fails without queueing.
 	if _, err := other.Mutex("one").TryAcquire(ctx); !errors.Is(err, caesura.ErrNotAcquired) {
 		t.Fatalf("TryAcquire of a held key: got %v, want ErrNotAcquired", err)
 	}
-	state(true, "2")
+	state(true, b+1)
 
-	// The general acquire path: a free key in the long layout.
+	// A stale token's release finds another holder: the fast path puts the
+	// value back, expiry included, and frees nothing.
 	if err := dropOwner(ctx, c, m.Key()); err != nil {
 		t.Fatal(err)
 	}
 	h3 := mustAcquire(t, ctx, other.Mutex("one"))
-	token(h3, 3)
-	// A stale token's release takes the general path and frees nothing.
+	token(h3, b+2)
 	if err := h.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
 		t.Fatalf("Release of a stale token: got %v, want ErrNotHeld", err)
 	}
-	state(true, "3")
+	state(true, b+2)
 
-	// The general acquire path: a lapsed lease.
+	// A lapsed lease: Redis dropped the key, and the next token starts
+	// from the clock again, above every earlier one.
 	if err := lapse(ctx, c, m.Key()); err != nil {
 		t.Fatal(err)
 	}
 	h4 := mustAcquire(t, ctx, m)
-	token(h4, 4)
+	if h4.Token() <= b+2 {
+		t.Fatalf("token after the key expired %d, want above %d", h4.Token(), b+2)
+	}
 	if err := h3.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
 		t.Fatalf("Release of a lapsed lease taken by another: got %v, want ErrNotHeld", err)
 	}
-	state(true, "4")
+	state(true, h4.Token())
 
-	// The release fast path frees a lapsed lease nobody took.
+	// Releasing a lease that ran out frees nothing and leaves no key.
 	if err := lapse(ctx, c, m.Key()); err != nil {
 		t.Fatal(err)
 	}
-	if err := h4.Release(ctx); err != nil {
-		t.Fatalf("Release past the lease, nobody took it: %v", err)
+	if err := h4.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
+		t.Fatalf("Release past the lease: got %v, want ErrNotHeld", err)
 	}
-	state(false, "4")
+	if n := c.Exists(ctx, m.Key()).Val(); n != 0 {
+		t.Fatalf("a release past the lease left the key (%q)", c.Get(ctx, m.Key()).Val())
+	}
 	if err := h4.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
 		t.Fatalf("second Release: got %v, want ErrNotHeld", err)
 	}
@@ -112,9 +135,10 @@ func TestReleaseBatchPartly(t *testing.T) {
 		strings.Contains(err.Error(), ms[0].Key()) || strings.Contains(err.Error(), ms[2].Key()) {
 		t.Fatalf("ReleaseBatch with key %q not held: got %v, want ErrNotHeld for that key only", ms[1].Key(), err)
 	}
+	b := hs[0].(caesura.Fenced).Token()
 	for _, m := range ms {
-		if st := readState(ctx, c, m.Key()); st.owner != "" || st.fence != "1" {
-			t.Fatalf("key %q after the release: %+v, want free with fence 1", m.Key(), st)
+		if st := readState(ctx, c, m.Key()); st.owner != "" || st.fence != strconv.FormatUint(b+1, 10) {
+			t.Fatalf("key %q after the release: %+v, want free with next token %d", m.Key(), st, b+1)
 		}
 	}
 	// Every key is free again: the fast paths take and free them.
@@ -123,8 +147,8 @@ func TestReleaseBatchPartly(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, h := range hs {
-		if f := h.(caesura.Fenced).Token(); f != 2 {
-			t.Fatalf("key %d: fencing token %d, want 2", i, f)
+		if f := h.(caesura.Fenced).Token(); f != b+1 {
+			t.Fatalf("key %d: fencing token %d, want %d", i, f, b+1)
 		}
 	}
 	if err := l.ReleaseBatch(ctx, hs); err != nil {
@@ -134,8 +158,8 @@ func TestReleaseBatchPartly(t *testing.T) {
 
 // TestHashReplaced: a hash left at a lock's key by an earlier version of
 // this package (one hash per lock) reads as a missing key: an acquisition
-// replaces it and starts the counter from 1, and a release finds the lock
-// not held.
+// replaces it and starts the tokens from the server clock, and a release
+// finds the lock not held.
 func TestHashReplaced(t *testing.T) {
 	s := startServer(t)
 	l := s.locker(t, nil)
@@ -155,11 +179,12 @@ func TestHashReplaced(t *testing.T) {
 			t.Fatalf("%d keys: acquire over hashes: %v", n, err)
 		}
 		for i, h := range hs {
-			if f := h.(caesura.Fenced).Token(); f != 1 {
-				t.Fatalf("%d keys: key %d: fencing token %d, want 1", n, i, f)
+			f := h.(caesura.Fenced).Token()
+			if f < 1e15 {
+				t.Fatalf("%d keys: key %d: fencing token %d, want the server clock in µs", n, i, f)
 			}
-			if st := readState(ctx, c, h.(*redislock.Held).Key()); st.owner == "" || st.fence != "1" {
-				t.Fatalf("%d keys: key %d: state %+v, want held with fence 1", n, i, st)
+			if st := readState(ctx, c, h.(*redislock.Held).Key()); st.owner == "" || st.fence != strconv.FormatUint(f, 10) {
+				t.Fatalf("%d keys: key %d: state %+v, want held with fence %d", n, i, st, f)
 			}
 		}
 		// Hashes again behind the holder's back: the release holds nothing.

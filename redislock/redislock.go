@@ -336,7 +336,11 @@ func (l *Locker) release(ctx context.Context, hs []*Held) []error {
 	for i, h := range hs {
 		keys[i] = h.key
 	}
-	res, err := l.releaseKeys(ctx, keys, hs[0].tok)
+	var next any
+	if len(hs) == 1 && l.nodes == nil {
+		next = hs[0].fence + 1 // go-redis writes it without a string
+	}
+	res, err := l.releaseKeys(ctx, keys, hs[0].tok, next)
 	var errs []error
 	for i, h := range hs {
 		lostErr := h.end()
@@ -440,7 +444,7 @@ func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, 
 		confirmed = start
 
 		d := l.recheck
-		if r := rem + time.Millisecond; r < d {
+		if r := rem + time.Millisecond; rem >= 0 && r < d {
 			d = r
 		}
 		timer := time.NewTimer(d)
@@ -484,9 +488,9 @@ func (l *Locker) fail(ctx context.Context, keys []string, tok string, err error)
 // parseAcquire); with queue it takes a place in the queue of the key that
 // blocks it.
 func (l *Locker) runAcquire(ctx context.Context, c Client, keys []string, tok string, queue bool) (ok bool, fences []uint64, rem time.Duration, err error) {
-	args := []any{tok, l.chanArg, l.ttlArg, l.qttlArg}
+	args := []any{tok, l.ttlArg, l.qttlArg, l.chanArg}
 	if !queue {
-		args = args[:3]
+		args = args[:2]
 	}
 	reply, err := acquireScript.Run(ctx, c, keys, args...).Result()
 	if err != nil {

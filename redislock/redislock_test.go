@@ -18,6 +18,7 @@ import (
 	"github.com/caesura-go/caesura"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caesura-go/caesura/internal/testredis"
 	"github.com/caesura-go/caesura/redislock"
 )
 
@@ -355,29 +356,55 @@ func TestSubscriptionReconnect(t *testing.T) {
 	}
 }
 
+// TestFencingSurvivesExpiry: tokens grow across releases, across locks
+// lost to another token, and across the key's expiry, which takes the
+// counter with it: the next token comes from the server clock.
 func TestFencingSurvivesExpiry(t *testing.T) {
 	s := startServer(t)
 	l := s.locker(t, &redislock.Options{TTL: 60 * time.Millisecond})
 	ctx := ctxT(t, 10*time.Second)
+	c := s.client(t)
 	m := l.Mutex("fence")
 	var last uint64
-	for i := range 6 {
+	for i := range 9 {
 		h := mustAcquire(t, ctx, m)
 		if h.Token() <= last {
 			t.Fatalf("acquisition %d: token %d, want above %d", i, h.Token(), last)
 		}
 		last = h.Token()
-		if i%2 == 0 {
+		switch i % 3 {
+		case 0:
 			h.Release(ctx)
-		} else {
-			// Let the lease lapse: stop renewal by losing it from
-			// outside (the owner field is cleared, the counter kept).
-			if err := dropOwner(ctx, s.client(t), m.Key()); err != nil {
+		case 1:
+			// Lost from outside: the key is freed, keeping the next token.
+			if err := dropOwner(ctx, c, m.Key()); err != nil {
 				t.Fatal(err)
 			}
 			<-h.Lost().Done()
 			h.Release(ctx)
+		case 2:
+			// The key expires, and its counter with it.
+			if err := lapse(ctx, c, m.Key()); err != nil {
+				t.Fatal(err)
+			}
+			<-h.Lost().Done()
+			h.Release(ctx)
+			if n := c.Exists(ctx, m.Key()).Val(); n != 0 {
+				t.Fatalf("acquisition %d: the release of a lost lock wrote the key back", i)
+			}
 		}
+	}
+	// A free key nobody takes again vanishes when its last lease would
+	// have ended.
+	h := mustAcquire(t, ctx, m)
+	h.Release(ctx)
+	if err := testredis.WaitFor(time.Second, func() error {
+		if c.Exists(ctx, m.Key()).Val() != 0 {
+			return errors.New("the free key is still there")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -736,12 +763,14 @@ func TestBatchLarge(t *testing.T) {
 			}
 		}
 	}
-	// Fast path: every key free.
+	// Fast path: every key missing; their tokens start from the server
+	// clock, read once for the batch.
 	hs, err := l.AcquireBatch(ctx, locks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(hs, 1)
+	b := hs[0].(caesura.Fenced).Token() - 1 // so that the first token is b+1
+	check(hs, b+1)
 	if err := l.ReleaseBatch(ctx, hs); err != nil {
 		t.Fatal(err)
 	}
@@ -751,7 +780,7 @@ func TestBatchLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(hs, 2)
+	check(hs, b+2)
 	mid := other.Mutex("large01500")
 	got := make(chan uint64, 1)
 	go func() {
@@ -770,8 +799,8 @@ func TestBatchLarge(t *testing.T) {
 	if err := l.ReleaseBatch(ctx, hs); err != nil {
 		t.Fatal(err)
 	}
-	if tok := <-got; tok != 3 {
-		t.Fatalf("waiter on key 1500: fencing token %d, want 3", tok)
+	if tok := <-got; tok != b+3 {
+		t.Fatalf("waiter on key 1500: fencing token %d, want %d", tok, b+3)
 	}
 	for i, lk := range locks {
 		if st := readState(ctx, c, lk.(*redislock.Mutex).Key()); st.owner != "" || st.queued != 0 {
@@ -783,11 +812,11 @@ func TestBatchLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := hs[1500].(caesura.Fenced).Token(); f != 4 {
-		t.Errorf("key 1500 after its hand-off: fencing token %d, want 4", f)
+	if f := hs[1500].(caesura.Fenced).Token(); f != b+4 {
+		t.Errorf("key 1500 after its hand-off: fencing token %d, want %d", f, b+4)
 	}
-	if f := hs[0].(caesura.Fenced).Token(); f != 3 {
-		t.Errorf("key 0: fencing token %d, want 3", f)
+	if f := hs[0].(caesura.Fenced).Token(); f != b+3 {
+		t.Errorf("key 0: fencing token %d, want %d", f, b+3)
 	}
 	if err := l.ReleaseBatch(ctx, hs); err != nil {
 		t.Fatal(err)
@@ -819,7 +848,7 @@ func TestBatchLarge(t *testing.T) {
 	if hs == nil {
 		t.FailNow()
 	}
-	for i, want := range map[int]uint64{0: 4, 1500: 5, 2200: 5, n - 1: 4} {
+	for i, want := range map[int]uint64{0: b + 4, 1500: b + 5, 2200: b + 5, n - 1: b + 4} {
 		if f := hs[i].(caesura.Fenced).Token(); f != want {
 			t.Errorf("key %d: fencing token %d, want %d", i, f, want)
 		}
@@ -842,7 +871,7 @@ func TestFencingPastDoubleFormat(t *testing.T) {
 	if err := c.Set(ctx, m.Key(), strconv.FormatUint(start, 10), 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	want := start
+	want := start - 1 // a free key keeps the next token
 	for i := range 4 {
 		want++
 		var h caesura.Held
@@ -874,8 +903,8 @@ func TestFencingPastDoubleFormat(t *testing.T) {
 		if err := h.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if st := readState(ctx, c, m.Key()); st.fence != strconv.FormatUint(want, 10) {
-			t.Fatalf("acquisition %d: counter stored as %q, want %d", i, st.fence, want)
+		if st := readState(ctx, c, m.Key()); st.fence != strconv.FormatUint(want+1, 10) {
+			t.Fatalf("acquisition %d: next token stored as %q, want %d", i, st.fence, want+1)
 		}
 	}
 }

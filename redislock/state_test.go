@@ -8,24 +8,23 @@ import (
 )
 
 // lockState is a lock's value in Redis as the scripts write it (see
-// scripts.go): the fencing counter alone when free without a queue, else
-// owner (32, "-" when free), until (13), the queue in entries of 55 bytes,
-// then the fencing counter.
+// scripts.go): the next fencing token alone when free, else owner (32),
+// the owner's fencing token, and when waiters queue "|", the queue in
+// entries of 55 bytes, "|" and the channel prefix.
 type lockState struct {
 	owner  string // "" when free or missing
-	until  string // the lease's end, server ms
-	fence  string
+	fence  string // the owner's token; when free, the next one; "" when missing
 	queued int
 }
 
 func parseState(v string) lockState {
-	if len(v) < 46 {
+	if len(v) < 32 {
 		return lockState{fence: v}
 	}
-	k := (len(v) - 45) / 55
-	st := lockState{owner: v[:32], until: v[32:45], fence: v[45+55*k:], queued: k}
-	if st.owner == strings.Repeat("-", 32) {
-		st.owner = ""
+	st := lockState{owner: v[:32], fence: v[32:]}
+	if f, rest, ok := strings.Cut(st.fence, "|"); ok {
+		q, _, _ := strings.Cut(rest, "|")
+		st.fence, st.queued = f, len(q)/55
 	}
 	return st
 }
@@ -36,12 +35,18 @@ func readState(ctx context.Context, c redis.Cmdable, key string) lockState {
 	return parseState(v)
 }
 
-// dropOwner marks key free behind its holder's back, keeping the fencing
-// counter and the queue, as a lapsed lease looks to the scripts.
+// dropOwner frees key behind its holder's back, as a release by another
+// token would: the key keeps the next fencing token and its expiry, and
+// loses its queue.
 func dropOwner(ctx context.Context, c redis.Scripter, key string) error {
 	return c.Eval(ctx, `
 local v = redis.call('GET', KEYS[1])
-if v and #v >= 46 then redis.call('SET', KEYS[1], string.rep('-', 32) .. '0000000000000' .. string.sub(v, 46)) end
+if v and #v >= 32 then
+  local f = string.sub(v, 33)
+  local b = string.find(f, '|', 1, true)
+  if b then f = string.sub(f, 1, b - 1) end
+  redis.call('SET', KEYS[1], string.format('%d', tonumber(f) + 1), 'KEEPTTL')
+end
 return 0`, []string{key}).Err()
 }
 
@@ -51,11 +56,8 @@ func stateOf(v any) lockState {
 	return parseState(s)
 }
 
-// lapse ends the lease at key behind its holder's back (its end set to 1ms
-// after the epoch), keeping the owner, the queue and the fencing counter.
-func lapse(ctx context.Context, c redis.Scripter, key string) error {
-	return c.Eval(ctx, `
-local v = redis.call('GET', KEYS[1])
-if v and #v >= 46 then redis.call('SET', KEYS[1], string.sub(v, 1, 32) .. '0000000000001' .. string.sub(v, 46)) end
-return 0`, []string{key}).Err()
+// lapse ends the lease at key behind its holder's back, as Redis does when
+// it runs out: the key expires, with its queue.
+func lapse(ctx context.Context, c redis.Cmdable, key string) error {
+	return c.Del(ctx, key).Err()
 }

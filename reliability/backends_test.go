@@ -112,7 +112,7 @@ func startRedis(t *testing.T, persist bool) *redisServer {
 
 // crash kills the server (kill -9), waits down, and starts it again on the
 // same port: empty without persistence (as in the backend's own tests), so
-// every lock and every fencing counter is forgotten; with it, as it was.
+// every lock is forgotten; with it, as it was.
 func (s *redisServer) crash(down time.Duration) error {
 	s.Kill()
 	time.Sleep(down)

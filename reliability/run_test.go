@@ -63,7 +63,7 @@ var scenarios = []scenario{
 	{name: "transfers/stop+kill", register: "store", fenced: true, transfers: true, nemeses: []string{"stop", "kill"},
 		why: fmt.Sprintf("transfers between %d accounts in the fenced store, fencing on, half with both locks in one yield and half with two yields in random key order (WithRestart); SIGSTOP and kill -9 of a holder", accounts)},
 	{name: "fenced-store/server-crash+client-kill", register: "store", fenced: true, nemeses: []string{"server", "sever"},
-		why: "register in the fenced store, fencing on; kill -9 of the backend's server, restarted empty (no persistence: every lock and fencing counter is forgotten), and every client connection killed (Redis: CLIENT KILL)"},
+		why: "register in the fenced store, fencing on; kill -9 of the backend's server, restarted empty (no persistence: every lock is forgotten), and every client connection killed (Redis: CLIENT KILL)"},
 	{name: "fenced-store/server-crash-persistent", register: "store", fenced: true, nemeses: []string{"server"}, persistent: true,
 		why: "the same server crashes against a server that keeps its data across the crash. Redis: appendonly, appendfsync always, so locks and fencing counters survive the restart. PostgreSQL: a private instance of the suite's own on an ephemeral port (the shared server on 5432 is never restarted), kill -9 of the postmaster and every backend, restarted on its data directory with crash recovery; advisory locks die with their sessions, the fencing sequence survives in the WAL. etcd: the single member killed (kill -9) and restarted on its data directory and port; leases and revisions survive"},
 	{name: "fenced-store/session-expiry", register: "store", fenced: true, nemeses: []string{"expire"}, watchful: true,

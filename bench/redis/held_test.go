@@ -72,7 +72,8 @@ func inParallel(tb testing.TB, f func(i int) error) {
 // BenchmarkHeld100k holds 100,000 locks at once on a fresh redis-server and
 // reports the server memory per held lock (the used_memory delta over the
 // locks), what stays per lock after all are released (caesura keeps each
-// lock's fencing counter), and the time to take and to give back them all.
+// lock's next fencing token until its last lease would have ended), and the
+// time to take and to give back them all.
 // caesura takes them in batches of 1000 keys per script call, and one by
 // one from 32 goroutines as the peers do. Run with -benchtime 1x.
 //
