@@ -85,9 +85,11 @@
 // releasing a free lock costs the server two commands inside one script (a
 // GET and a SET) or one (a SET with GET); several keys cost one MGET and a
 // SET per key. Requires Redis 6.2 or later (SET with GET). A hash left at a
-// lock's key by an earlier version of this package is replaced. Values
-// written by versions that judged leases by the server clock are not read
-// correctly: Lockers of different versions must not share a Prefix.
+// lock's key by an earlier version of this package is replaced. So is a key
+// left by the version that judged leases by the server clock (one with no
+// expiry, or a counter that started from 1): it reads as missing, and its
+// lock's tokens go on from the server clock. Lockers of the two versions
+// must not share a Prefix while both run.
 //
 // # Non-guarantees
 //
@@ -101,5 +103,9 @@
 //     restart without persistence forgets every lock (tokens go on from the
 //     server clock); holders then see [ErrStolen] at their next renewal.
 //   - The queue is fair among waiters that keep re-checking; TryAcquire
-//     never jumps it (a free lock with waiters goes to the head waiter).
+//     never jumps it (a lock with waiters is never free: its release hands
+//     it to the head waiter). The queue lives in the lock's key, so when a
+//     lease runs out (a crashed holder, or a key handed to a waiter that
+//     died) the queue goes with it: the first waiter to re-check, or any
+//     caller, takes the lock, and the others queue again behind it.
 package redislock

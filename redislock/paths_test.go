@@ -203,3 +203,54 @@ func TestHashReplaced(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacyValues: keys left by the version that judged leases by the
+// server clock (a counter from 1 when free; owner, lease end and counter,
+// with no expiry, when held; a free value with a queue) read as missing:
+// acquiring replaces them, with a token from the server clock, and a stale
+// release leaves them as they were.
+func TestLegacyValues(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, nil)
+	ctx := ctxT(t, 10*time.Second)
+	c := s.client(t)
+	owner := strings.Repeat("ab", 16)
+	entry := strings.Repeat("cd", 16) + "1795000000000" + "0000010000"
+	for name, v := range map[string]string{
+		"free":   "41",
+		"held":   owner + "1795000000000" + "41",
+		"queued": strings.Repeat("-", 32) + "0000000000000" + entry + "41",
+		"junk":   owner + "not a number",
+	} {
+		m := l.Mutex("legacy-" + name)
+		if err := c.Set(ctx, m.Key(), v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		h, err := m.TryAcquire(ctx)
+		if err != nil {
+			t.Fatalf("%s: TryAcquire over a legacy value: %v", name, err)
+		}
+		if f := h.(caesura.Fenced).Token(); f < 1e15 {
+			t.Fatalf("%s: token %d, want the server clock in µs", name, f)
+		}
+		if ttl := c.PTTL(ctx, m.Key()).Val(); ttl <= 0 {
+			t.Fatalf("%s: the key has no lease after the acquisition (%v)", name, ttl)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	// A stale release of a key that is not its own puts it back as it was.
+	m := l.Mutex("legacy-stale")
+	h := mustAcquire(t, ctx, m)
+	v := owner + "1795000000000" + "41"
+	if err := c.Set(ctx, m.Key(), v, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
+		t.Fatalf("release of a replaced key: got %v, want ErrNotHeld", err)
+	}
+	if got := c.Get(ctx, m.Key()).Val(); got != v {
+		t.Fatalf("the stale release left %q, want %q", got, v)
+	}
+}

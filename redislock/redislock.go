@@ -28,6 +28,10 @@ const (
 	DefaultPrefix  = "caesura:redis:"
 	DefaultTTL     = 10 * time.Second
 	DefaultRecheck = time.Second
+
+	// MaxTTL bounds Options.TTL: a queue entry keeps the waiter's TTL in 10
+	// digits of milliseconds.
+	MaxTTL = 1000 * time.Hour
 )
 
 // Options configure a [Locker]. A zero Options (or nil) gives the defaults.
@@ -40,7 +44,8 @@ type Options struct {
 
 	// TTL is the lease: how long Redis keeps a lock whose holder stopped
 	// renewing it (a crashed process). Held locks are renewed every TTL/3.
-	// Zero means DefaultTTL; it must be at least 30ms otherwise.
+	// Zero means DefaultTTL; it must be at least 30ms otherwise, and at most
+	// MaxTTL.
 	TTL time.Duration
 
 	// Drift is the safety margin for clock drift and scheduling: a holder
@@ -114,6 +119,9 @@ func newLocker(opts *Options, cluster bool) (*Locker, error) {
 	}
 	if o.TTL < 30*time.Millisecond {
 		return nil, fmt.Errorf("redislock: TTL %v below 30ms", o.TTL)
+	}
+	if o.TTL > MaxTTL {
+		return nil, fmt.Errorf("redislock: TTL %v above %v", o.TTL, MaxTTL)
 	}
 	if o.Drift == 0 {
 		o.Drift = o.TTL/100 + 2*time.Millisecond

@@ -48,6 +48,8 @@ func TestNewOptions(t *testing.T) {
 		{"nil options give the defaults", nil, true},
 		{"a TTL below 30ms leaves no room for renewal", &redislock.Options{TTL: 10 * time.Millisecond}, false},
 		{"a drift of TTL/3 or more would report loss before the first renewal", &redislock.Options{TTL: time.Second, Drift: 400 * time.Millisecond}, false},
+		{"a TTL above MaxTTL does not fit a queue entry", &redislock.Options{TTL: redislock.MaxTTL + time.Millisecond}, false},
+		{"MaxTTL itself", &redislock.Options{TTL: redislock.MaxTTL}, true},
 		{"a negative recheck makes no sense", &redislock.Options{Recheck: -time.Second}, false},
 		{"explicit values within bounds", &redislock.Options{TTL: time.Second, Drift: 10 * time.Millisecond, Recheck: 50 * time.Millisecond, Prefix: "x:"}, true},
 	} {
@@ -858,20 +860,25 @@ func TestBatchLarge(t *testing.T) {
 	}
 }
 
-// TestFencingPastDoubleFormat: from 1e14 on, Lua's number-to-string
-// conversion would write an exponent; the counter must stay exact.
-func TestFencingPastDoubleFormat(t *testing.T) {
+// TestFencingExactDecimal: tokens have 16 digits, past the 14 of Lua's
+// number-to-string conversion (which would write an exponent); they stay
+// exact through the fast paths and through a hand-off (the general path).
+func TestFencingExactDecimal(t *testing.T) {
 	s := startServer(t)
 	l := s.locker(t, nil)
 	other := s.locker(t, nil)
 	ctx := ctxT(t, 10*time.Second)
 	c := s.client(t)
 	m := l.Mutex("big")
-	const start = uint64(99_999_999_999_998)
-	if err := c.Set(ctx, m.Key(), strconv.FormatUint(start, 10), 0).Err(); err != nil {
+	h0 := mustAcquire(t, ctx, m)
+	start := h0.Token()
+	if start < 1e15 {
+		t.Fatalf("first token %d, want the server clock in µs", start)
+	}
+	if err := h0.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := start - 1 // a free key keeps the next token
+	want := start
 	for i := range 4 {
 		want++
 		var h caesura.Held

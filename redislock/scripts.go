@@ -14,6 +14,13 @@ import "github.com/redis/go-redis/v9"
 //	queued  as held, then "|", the FIFO wait queue, "|" and the channel
 //	        prefix of the waiters' Lockers
 //
+// Values this version does not write read as missing, so that keys left
+// by earlier versions (which judged leases by the server clock and kept
+// counters from 1) are replaced, not misread: a free value under 16 digits
+// (every token since 2001 has 16), a value that does not parse, and a held
+// value on a key without expiry (this version keeps or sets one at every
+// write).
+//
 // A queue entry is 55 bytes: the waiter's token (32), the entry's deadline
 // (13 digits, server ms; a waiter that stops re-checking drops out) and the
 // waiter's lease TTL (10 digits, ms). A queue exists only while the key is
@@ -113,16 +120,16 @@ for i = 1, n do
   local v = vs[i]
   O[i], Q[i], C[i] = '', '', ''
   if v and #v < 32 then
-    F[i] = tonumber(v)
+    if #v >= 16 then F[i] = tonumber(v) end
   elseif v then
-    O[i] = string.sub(v, 1, 32)
     local b = string.find(v, '|', 33, true)
-    if b then
-      local e = string.find(v, '|', b + 1, true)
+    local e = b and string.find(v, '|', b + 1, true)
+    if e then
       F[i], Q[i], C[i] = tonumber(string.sub(v, 33, b - 1)), string.sub(v, b + 1, e - 1), string.sub(v, e + 1)
-    else
+    elseif not b then
       F[i] = tonumber(string.sub(v, 33))
     end
+    if F[i] then O[i] = string.sub(v, 1, 32) else Q[i] = '' end
   end
 end
 
@@ -222,7 +229,7 @@ end
 // The fast path takes the keys when each is missing or free: a free key
 // has no queue, so nobody waits before the caller.
 var acquireScript = redis.NewScript(`local vs` + read(`
-  if not v then
+  if not v or #v < 16 then
     local t = redis.call('TIME')
     local f = t[1] * 1000000 + t[2]
     redis.call('SET', KEYS[1], ARGV[1] .. string.format('%d', f), 'PX', ARGV[2])
@@ -244,7 +251,7 @@ if n > 1 then
     local res = {1}
     for i = 1, n do
       local v = vs[i]
-      if not v then
+      if not v or #v < 16 then
         if not base then
           local t = redis.call('TIME')
           base = string.format('%d', t[1] * 1000000 + t[2])
@@ -258,11 +265,17 @@ if n > 1 then
   end
 end
 ` + funcs + `
-local block = 0
+local block, rem = 0, 0
 for i = 1, n do
   if O[i] ~= '' and O[i] ~= tok then
-    block = i
-    break
+    rem = redis.call('PTTL', KEYS[i])
+    if rem >= 0 then
+      block = i
+      break
+    end
+    -- No expiry: not written by this version, which keeps or sets one at
+    -- every write. It reads as missing.
+    O[i], F[i], Q[i] = '', nil, ''
   end
 end
 if block == 0 then
@@ -286,7 +299,7 @@ for i = 1, n do
 end
 if qttl then enqueue(block) end
 flush()
-return {0, block, redis.call('PTTL', KEYS[block])}
+return {0, block, rem}
 `)
 
 // releaseScript frees each key the token still owns and hands it to its
@@ -307,7 +320,11 @@ if #KEYS == 1 and ARGV[2] then
     redis.call('DEL', KEYS[1])
     return 0
   elseif not v.err then
-    if #v < 49 and string.sub(v, 1, 32) == ARGV[1] then return 1 end
+    if string.sub(v, 1, 32) ~= ARGV[1] then
+      redis.call('SET', KEYS[1], v, 'KEEPTTL')
+      return 0
+    end
+    if #v < 49 then return 1 end
     vs, dirty = {v}, true
   elseif string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then
     return v

@@ -299,7 +299,7 @@ var tables = []Table{
 			ours("caesura.Run (redislock)", "redis:Uncontended/caesura-Run",
 				"The same script calls as redislock, plus the scope's in-process work."),
 			ours("redislock Acquire/Release", "redis:Uncontended/caesura",
-				"One acquire script (key, fencing counter, TTL in one call) and one release script: 2 round trips."),
+				"One acquire script (key, lease as its expiry, fencing token in one call) and one release script: 2 round trips."),
 			peer("redsync v4 (default)", "redis:Uncontended/redsync-default",
 				"SET NX with an expiry, then its release script: 2 round trips."),
 			peer("bsm/redislock (LinearBackoff 100 ms)", "redis:Uncontended/bsm-linear100ms",
@@ -392,7 +392,7 @@ var tables = []Table{
 		},
 		Rows: []Row{
 			ours("redislock, AcquireBatch of 1,000 keys", "redis:Held100k/caesura-batch1000",
-				"100 batch scripts take 1,000 keys each; each lock is its key with a TTL plus a fencing counter, which stays after release.").optional(),
+				"100 batch scripts take 1,000 keys each; each lock is its key with an expiry (the lease); after release the key keeps the next fencing token until its last lease would have ended.").optional(),
 			ours("redislock, 32 goroutines", "redis:Held100k/caesura-parallel",
 				"One acquire script per lock from 32 goroutines: the same keys, 100,000 round trips spread over the connections.").optional(),
 			peer("redsync v4 (default), 32 goroutines", "redis:Held100k/redsync-default-parallel",
