@@ -3,6 +3,7 @@ package redislock_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -128,5 +129,40 @@ func TestRedlockBatch(t *testing.T) {
 			t.Fatalf("key %d still held after ReleaseBatch: %v", i, err)
 		}
 		h.Release(ctx)
+	}
+}
+
+// TestRedlockReleaseKeepsTokens: a Redlock release, which cannot send the
+// next fencing token (each master counts on its own), frees the key on
+// every master keeping that master's next token and the key's expiry.
+func TestRedlockReleaseKeepsTokens(t *testing.T) {
+	l, servers := redlock(t, 3, nil)
+	ctx := ctxT(t, 10*time.Second)
+	m := l.Mutex("tokens")
+	h, err := m.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fences := make([]uint64, len(servers))
+	for i, s := range servers {
+		st := readState(ctx, s.client(t), m.Key())
+		f, err := strconv.ParseUint(st.fence, 10, 64)
+		if st.owner == "" || err != nil {
+			t.Fatalf("server %d: state %+v after the acquisition", i, st)
+		}
+		fences[i] = f
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range servers {
+		c := s.client(t)
+		st := readState(ctx, c, m.Key())
+		if st.owner != "" || st.fence != strconv.FormatUint(fences[i]+1, 10) {
+			t.Errorf("server %d: state %+v after the release, want free with next token %d", i, st, fences[i]+1)
+		}
+		if ttl := c.PTTL(ctx, m.Key()).Val(); ttl <= 0 {
+			t.Errorf("server %d: the free key has no expiry (%v)", i, ttl)
+		}
 	}
 }

@@ -310,8 +310,9 @@ return {0, block, rem}
 // fence with one SET (GET returns what it replaced; KEEPTTL keeps the
 // expiry) and is done if the caller owned the key without a queue.
 // Otherwise it puts back what it replaced, or the general path writes the
-// key. Several keys the token owns without a queue take one MGET and a SET
-// each.
+// key. Without the next fence (Redlock, whose masters count apart), one key
+// the token owns without a queue takes a GET and a SET; several keys one
+// MGET and a SET each.
 var releaseScript = redis.NewScript(`
 local vs, dirty
 if #KEYS == 1 and ARGV[2] then
@@ -330,7 +331,11 @@ if #KEYS == 1 and ARGV[2] then
     return v
   end
 end
-` + read("") + `
+` + read(`
+  if v and #v >= 32 and #v < 49 and string.sub(v, 1, 32) == ARGV[1] then
+    redis.call('SET', KEYS[1], string.format('%d', tonumber(string.sub(v, 33)) + 1), 'KEEPTTL')
+    return 1
+  end`) + `
 if n > 1 then
   local tok = ARGV[1]
   local fast = true
