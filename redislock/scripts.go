@@ -57,8 +57,9 @@ import "github.com/redis/go-redis/v9"
 // converting a number to a string 2k to 4k (%.14g, string.format), and a
 // library call such as string.sub about 1k. So the fast paths convert no
 // number, read no clock and call few commands: acquiring a free key is a
-// GET and a SET (PX), replying the stored token as an integer (a string
-// reply costs the client two allocations more); releasing it is one SET
+// GET and a SET (PX), replying the stored token as it is (a string: its
+// conversion to an integer reply costs the server more than the client's
+// two allocations); releasing it is one SET
 // with GET and KEEPTTL, writing the next token that the client sends.
 // Several keys take one MGET and a SET each. Keys are read in chunks of 1000
 // (the Lua stack bounds unpack).
@@ -236,7 +237,7 @@ var acquireScript = redis.NewScript(`local vs` + read(`
     return f
   elseif #v < 32 then
     redis.call('SET', KEYS[1], ARGV[1] .. v, 'PX', ARGV[2])
-    return tonumber(v)
+    return v
   end`) + `
 if n > 1 then
   local fast, base = true, nil
