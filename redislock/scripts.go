@@ -51,18 +51,17 @@ import "github.com/redis/go-redis/v9"
 //
 // Redis spends more around a script than in its Lua, so the common cases
 // avoid what measurably costs. On Redis 7.0, in instructions (callgrind; an
-// EVALSHA of an empty script with one key and two arguments takes about
-// 16k, a GET command 5k), each further ARGV entry costs about 2k, a
-// redis.call 3k (GET) to 6k (TIME), a table reply 4k more than an integer,
-// converting a number to a string 2k to 4k (%.14g, string.format), and a
-// library call such as string.sub about 1k. So the fast paths convert no
-// number, read no clock and call few commands: acquiring a free key is a
-// GET and a SET (PX), replying the stored token as it is (a string: its
-// conversion to an integer reply costs the server more than the client's
-// two allocations); releasing it is one SET
-// with GET and KEEPTTL, writing the next token that the client sends.
-// Several keys take one MGET and a SET each. Keys are read in chunks of 1000
-// (the Lua stack bounds unpack).
+// EVALSHA of an empty script with one key and two arguments takes about 16k,
+// a GET command 5k), each further ARGV entry costs about 2k, a redis.call 3k
+// (GET) to 6k (TIME), a table reply 4k more than an integer, converting a
+// number to a string 2k to 4k (%.14g, string.format), and a library call
+// such as string.sub about 1k. So the fast paths convert no number, read no
+// clock and call few commands: acquiring a free key is a GET and a SET (PX),
+// replying the stored token as it is (a string: its conversion to an integer
+// reply costs the server more than the client's two allocations); releasing
+// it is one SET with GET and KEEPTTL, writing the next token that the client
+// sends. Several keys take one MGET and a SET each. Keys are read in chunks
+// of 1000 (the Lua stack bounds unpack).
 
 // read sets n to the number of keys and, unless vs is set already, reads
 // their values (false when missing) into vs: one key with GET, which costs
@@ -106,13 +105,13 @@ local function digits(x)
 end
 `
 
-// funcs parses every key's value into O (owner, empty when free or missing), F
-// (the owner's fencing token; when free, the next one; nil when missing), Q
-// (the queue) and C (the channel prefix of a queue), and defines the
-// general paths' operations, which mark what they change in P: the lease
-// in ms a key gets (PX), or 'keep' to keep its expiry. now (server ms) and
-// base (server µs, a missing key's first token) read the clock on first
-// use.
+// funcs parses every key's value into O (owner, empty when free or missing),
+// F (the owner's fencing token; when free, the next one; nil when missing),
+// Q (the queue) and C (the channel prefix of a queue), and defines the
+// general paths' operations, which mark what they change in P: the lease in
+// ms a key gets (PX), or 'keep' to keep its expiry. time() returns the
+// server time in ms (for queue deadlines) and in µs (a missing key's first
+// token), reading the clock on first use.
 const funcs = digits + `
 local tok, ttl, qttl, ch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local W = 55
