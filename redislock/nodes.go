@@ -164,13 +164,11 @@ func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string, nex
 // parseRelease). next (nil, or one key's next fencing token) lets the
 // script take its fast path.
 func (l *Locker) runRelease(ctx context.Context, c Client, keys []string, tok string, next any) ([]int64, error) {
-	var reply any
-	var err error
-	if next != nil {
-		reply, err = releaseScript.Run(ctx, c, keys, tok, next).Result()
-	} else {
-		reply, err = releaseScript.Run(ctx, c, keys, tok).Result()
+	args := []any{tok, next}
+	if next == nil {
+		args = args[:1]
 	}
+	reply, err := releaseScript.Run(ctx, c, keys, args...).Result()
 	if err != nil {
 		return nil, err
 	}

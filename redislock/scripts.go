@@ -217,6 +217,12 @@ local function enqueue(i)
 end
 `
 
+// clockToken sets first to a missing key's first fencing token: the server
+// clock in µs, in decimal.
+const clockToken = `
+local t = redis.call('TIME')
+local first = string.format('%d', t[1] * 1000000 + t[2])`
+
 // acquireScript takes every key (sorted) or none. It returns, for one key,
 // its fence; for several, {1, fence...}; or {0, i, ms} when it fails: key i
 // blocks, for at most ms more unless renewed. A fence is an integer or a
@@ -229,12 +235,10 @@ end
 // The fast path takes the keys when each is missing or free: a free key
 // has no queue, so nobody waits before the caller.
 var acquireScript = redis.NewScript(`local vs` + read(`
-  if not v or #v < 16 then
-    local t = redis.call('TIME')
-    local f = t[1] * 1000000 + t[2]
-    redis.call('SET', KEYS[1], ARGV[1] .. string.format('%d', f), 'PX', ARGV[2])
-    return f
-  elseif #v < 32 then
+  if not v or #v < 32 then
+    if not v or #v < 16 then`+clockToken+`
+      v = first
+    end
     redis.call('SET', KEYS[1], ARGV[1] .. v, 'PX', ARGV[2])
     return v
   end`) + `
@@ -252,9 +256,8 @@ if n > 1 then
     for i = 1, n do
       local v = vs[i]
       if not v or #v < 16 then
-        if not base then
-          local t = redis.call('TIME')
-          base = string.format('%d', t[1] * 1000000 + t[2])
+        if not base then` + clockToken + `
+          base = first
         end
         v = base
       end
@@ -310,9 +313,9 @@ return {0, block, rem}
 // fence with one SET (GET returns what it replaced; KEEPTTL keeps the
 // expiry) and is done if the caller owned the key without a queue.
 // Otherwise it puts back what it replaced, or the general path writes the
-// key. Without the next fence (Redlock, whose masters count apart), one key
-// the token owns without a queue takes a GET and a SET; several keys one
-// MGET and a SET each.
+// key. Without the next fence (several keys, or Redlock, whose masters
+// count apart), keys the token owns without a queue take one read (GET or
+// MGET) and a SET each, the script computing the next fences.
 var releaseScript = redis.NewScript(`
 local vs, dirty
 if #KEYS == 1 and ARGV[2] then
@@ -331,12 +334,8 @@ if #KEYS == 1 and ARGV[2] then
     return v
   end
 end
-` + read(`
-  if v and #v >= 32 and #v < 49 and string.sub(v, 1, 32) == ARGV[1] then
-    redis.call('SET', KEYS[1], string.format('%d', tonumber(string.sub(v, 33)) + 1), 'KEEPTTL')
-    return 1
-  end`) + `
-if n > 1 then
+` + read("") + `
+do
   local tok = ARGV[1]
   local fast = true
   for i = 1, n do
