@@ -65,16 +65,16 @@ import "github.com/redis/go-redis/v9"
 //
 // The release stays a script. A plain APPEND of a release note ("#", token,
 // next token), which the acquire script would honour when the token is the
-// holder's, cuts the server's work per cycle from about 65k instructions to
-// 53k, but APPEND replies only the new length, which cannot tell the
-// holder's own value from another holder's of the same length (Redis lost
-// the key within the lease: failover, eviction, a deletion), so Release
-// would report such a lost lock as released. Reading the value back (GET in
-// the same round trip) makes it exact, and then the cycle measured no
-// faster than the script's: the third command and its client work cost
-// what the server saved (medians of BenchmarkInterleaved's ratio to the
-// faster peer: script 1.031x over 30 runs, APPEND alone 0.986x over 20,
-// APPEND and GET 1.020x over 10).
+// holder's, needs no script, but APPEND replies only the new length, which
+// cannot tell the holder's own value from another holder's of the same
+// length (Redis lost the key within the lease: failover, eviction, a
+// deletion), so Release would report such a lost lock as released. Reading
+// the value back (GET in the same round trip) makes it exact and costs the
+// server 53k instructions per cycle against the script's 65k, but the cycle
+// measured no faster: the third command and its client work cost what the
+// server saved (medians of BenchmarkInterleaved's ratio to the faster peer:
+// script 1.031x over 30 runs, APPEND alone 0.986x over 20, APPEND and GET
+// 1.020x over 10).
 
 // read sets n to the number of keys and, unless vs is set already, reads
 // their values (false when missing) into vs: one key with GET, which costs
