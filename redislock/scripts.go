@@ -124,8 +124,8 @@ end
 // general paths' operations, which mark what they change in P: the lease in
 // ms a key gets (PX), or 'keep' to keep its expiry. time() returns the
 // server time in ms (for queue deadlines) and in µs (a missing key's first
-// token), reading the clock on first use.
-const funcs = digits + `
+// token), reading the clock on first use. It needs digits defined before it.
+const funcs = `
 local tok, ttl, qttl, ch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local W = 55
 local O, F, Q, C, P = {}, {}, {}, {}, {}
@@ -280,7 +280,7 @@ if n > 1 then
     return res
   end
 end
-` + funcs + `
+` + digits + funcs + `
 local block, rem = 0, 0
 for i = 1, n do
   if O[i] ~= '' and O[i] ~= tok then
@@ -347,7 +347,7 @@ if #KEYS == 1 and ARGV[2] then
     return v
   end
 end
-` + read("") + `
+` + read("") + digits + `
 do
   local tok = ARGV[1]
   local fast = true
@@ -360,9 +360,7 @@ do
   end
   if fast then
     for i = 1, n do
-      local f = tonumber(string.sub(vs[i], 33)) + 1
-      if f >= 1e14 then f = string.format('%d', f) end
-      redis.call('SET', KEYS[i], f, 'KEEPTTL')
+      redis.call('SET', KEYS[i], digits(tonumber(string.sub(vs[i], 33)) + 1), 'KEEPTTL')
     end
     return 1
   end
@@ -391,7 +389,7 @@ return 0
 
 // cancelScript withdraws a waiter: it leaves every queue and gives up any key
 // that was handed to it meanwhile.
-var cancelScript = redis.NewScript(mget + funcs + `
+var cancelScript = redis.NewScript(mget + digits + funcs + `
 for i = 1, n do
   dequeue(i)
   if O[i] == tok then free(i) end
