@@ -10,3 +10,6 @@ func Ended(h *Held) bool {
 	defer h.mu.Unlock()
 	return h.ended
 }
+
+// LibraryName is the name of the function library the scripts load.
+var LibraryName = functions.name

@@ -14,7 +14,7 @@ import (
 var _ caesura.Inspector = (*Mutex)(nil)
 
 // inspectScript reads a lock's value (false when missing or not a string).
-var inspectScript = redis.NewScript(`
+var inspectScript = newScript(`
 local v = redis.pcall('GET', KEYS[1])
 if v and v.err then return false end
 return v
@@ -32,7 +32,7 @@ func (m *Mutex) Inspect(ctx context.Context) (caesura.LockState, error) {
 	if m.l.c == nil {
 		return caesura.LockState{}, errors.New("redislock: Inspect is not supported in Redlock mode")
 	}
-	v, err := inspectScript.Run(ctx, m.l.c, []string{m.key}).Text()
+	v, err := inspectScript.run(ctx, m.l.c, []string{m.key}).Text()
 	if errors.Is(err, redis.Nil) {
 		return caesura.LockState{}, nil
 	}

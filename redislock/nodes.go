@@ -42,7 +42,10 @@ func NewRedlock(clients []Client, opts *Options) (*Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.nodes = append([]Client(nil), clients...)
+	l.nodes = make([]*conn, len(clients))
+	for i, c := range clients {
+		l.nodes[i] = newConn(c)
+	}
 	l.quorum = len(clients)/2 + 1
 	return l, nil
 }
@@ -63,7 +66,7 @@ func (r *RedlockHeld) Lost() context.Context { return r.h.Lost() }
 func (r *RedlockHeld) Key() string { return r.h.key }
 
 // onNodes runs f on every master in parallel and returns the errors.
-func (l *Locker) onNodes(f func(i int, c Client) error) []error {
+func (l *Locker) onNodes(f func(i int, c *conn) error) []error {
 	errs := make([]error, len(l.nodes))
 	var wg sync.WaitGroup
 	for i, c := range l.nodes {
@@ -88,8 +91,8 @@ func (l *Locker) nodeCtx(ctx context.Context) (context.Context, context.CancelFu
 // renew extends tok's lease of key. stolen reports that the lock is gone or
 // owned by another token (on too many masters to keep a quorum).
 func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err error) {
-	run := func(ctx context.Context, c Client) (int64, error) {
-		return renewScript.Run(ctx, c, []string{key}, tok, l.ttlArg).Int64()
+	run := func(ctx context.Context, c *conn) (int64, error) {
+		return renewScript.run(ctx, c, []string{key}, tok, l.ttlArg).Int64()
 	}
 	if l.nodes == nil {
 		idx, err := run(ctx, l.c)
@@ -99,7 +102,7 @@ func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err e
 	ok, gone := 0, 0
 	nctx, cancel := l.nodeCtx(ctx)
 	defer cancel()
-	errs := l.onNodes(func(_ int, c Client) error {
+	errs := l.onNodes(func(_ int, c *conn) error {
 		idx, err := run(nctx, c)
 		mu.Lock()
 		defer mu.Unlock()
@@ -123,15 +126,17 @@ func (l *Locker) renew(ctx context.Context, key, tok string) (stolen bool, err e
 
 // releaseKeys frees keys owned by tok and reports per key whether it was
 // held (on a quorum of masters, for Redlock). next is the fencing token
-// after the holder's, for one key of a single Redis, or nil.
-func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string, next any) ([]int64, error) {
+// after the holder's, for one key of a single Redis, or nil; with next, tok
+// is the holder's whole value (its token, then its fence), which the
+// release script's fast path compares with the key's value at once.
+func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok, next any) ([]int64, error) {
 	if l.nodes == nil {
 		return l.runRelease(ctx, l.c, keys, tok, next)
 	}
 	var mu sync.Mutex
 	count := make([]int, len(keys))
 	failed := 0
-	errs := l.onNodes(func(_ int, c Client) error {
+	errs := l.onNodes(func(_ int, c *conn) error {
 		res, err := l.runRelease(ctx, c, keys, tok, nil)
 		mu.Lock()
 		defer mu.Unlock()
@@ -161,14 +166,14 @@ func (l *Locker) releaseKeys(ctx context.Context, keys []string, tok string, nex
 }
 
 // runRelease runs the release script on c and reads its reply (see
-// parseRelease). next (nil, or one key's next fencing token) lets the
-// script take its fast path.
-func (l *Locker) runRelease(ctx context.Context, c Client, keys []string, tok string, next any) ([]int64, error) {
+// parseRelease). next (nil, or one key's next fencing token, with tok the
+// holder's value) lets the script take its fast path.
+func (l *Locker) runRelease(ctx context.Context, c *conn, keys []string, tok, next any) ([]int64, error) {
 	args := []any{tok, next}
 	if next == nil {
 		args = args[:1]
 	}
-	reply, err := releaseScript.Run(ctx, c, keys, args...).Result()
+	reply, err := releaseScript.run(ctx, c, keys, args...).Result()
 	if err != nil {
 		return nil, err
 	}
@@ -202,15 +207,15 @@ func parseRelease(reply any, n int) ([]int64, error) {
 // withdraw leaves every queue of keys and frees what tok holds of them, on
 // every master.
 func (l *Locker) withdraw(ctx context.Context, keys []string, tok string) error {
-	run := func(ctx context.Context, c Client) error {
-		return cancelScript.Run(ctx, c, keys, tok).Err()
+	run := func(ctx context.Context, c *conn) error {
+		return cancelScript.run(ctx, c, keys, tok).Err()
 	}
 	if l.nodes == nil {
 		return run(ctx, l.c)
 	}
 	var reached int
 	var mu sync.Mutex
-	errs := l.onNodes(func(_ int, c Client) error {
+	errs := l.onNodes(func(_ int, c *conn) error {
 		err := run(ctx, c)
 		if err == nil {
 			mu.Lock()
@@ -249,7 +254,7 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 		ok, failed := 0, 0
 		var rem time.Duration
 		nctx, cancel := l.nodeCtx(ctx)
-		errs := l.onNodes(func(_ int, c Client) error {
+		errs := l.onNodes(func(_ int, c *conn) error {
 			granted, _, r, err := l.runAcquire(nctx, c, keys, tok, false)
 			mu.Lock()
 			defer mu.Unlock()

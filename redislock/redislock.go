@@ -17,7 +17,10 @@ import (
 
 // Client is the part of a go-redis v9 client that the backend uses: scripts
 // and one pub/sub subscription. Every [redis.UniversalClient] (*redis.Client,
-// *redis.ClusterClient, a Sentinel failover client) implements it.
+// *redis.ClusterClient, a Sentinel failover client) implements it, and also
+// has the FCall and FunctionLoad methods with which the backend runs its
+// scripts as Redis functions where the server has them (see the package
+// documentation).
 type Client interface {
 	redis.Scripter
 	Subscribe(ctx context.Context, channels ...string) *redis.PubSub
@@ -66,8 +69,8 @@ type Options struct {
 // for concurrent use. Waiters share one pub/sub subscription, opened on the
 // first contended wait; [Locker.Close] ends it.
 type Locker struct {
-	c       Client   // the one Redis (nil for Redlock)
-	nodes   []Client // Redlock's independent masters (nil otherwise)
+	c       *conn   // the one Redis (nil for Redlock)
+	nodes   []*conn // Redlock's independent masters (nil otherwise)
 	quorum  int
 	prefix  string
 	id      string // the first idLen characters of every token of l
@@ -102,7 +105,7 @@ func New(client Client, opts *Options) (*Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.c = client
+	l.c = newConn(client)
 	return l, nil
 }
 
@@ -344,11 +347,17 @@ func (l *Locker) release(ctx context.Context, hs []*Held) []error {
 	for i, h := range hs {
 		keys[i] = h.key
 	}
-	var next any
+	var next, tok any = nil, hs[0].tok
 	if len(hs) == 1 && l.nodes == nil {
-		next = hs[0].fence + 1 // go-redis writes it without a string
+		// The key's value while held, which the fast path compares whole
+		// (an equality of two Lua strings costs the server less than
+		// cutting out the token first), and the next fence, which go-redis
+		// writes without a string.
+		h := hs[0]
+		tok = strconv.AppendUint(append(make([]byte, 0, len(h.tok)+20), h.tok...), h.fence, 10)
+		next = h.fence + 1
 	}
-	res, err := l.releaseKeys(ctx, keys, hs[0].tok, next)
+	res, err := l.releaseKeys(ctx, keys, tok, next)
 	var errs []error
 	for i, h := range hs {
 		lostErr := h.end()
@@ -495,12 +504,12 @@ func (l *Locker) fail(ctx context.Context, keys []string, tok string, err error)
 // runAcquire runs the acquire script on c and reads its reply (see
 // parseAcquire); with queue it takes a place in the queue of the key that
 // blocks it.
-func (l *Locker) runAcquire(ctx context.Context, c Client, keys []string, tok string, queue bool) (ok bool, fences []uint64, rem time.Duration, err error) {
+func (l *Locker) runAcquire(ctx context.Context, c *conn, keys []string, tok string, queue bool) (ok bool, fences []uint64, rem time.Duration, err error) {
 	args := []any{tok, l.ttlArg, l.qttlArg, l.chanArg}
 	if !queue {
 		args = args[:2]
 	}
-	reply, err := acquireScript.Run(ctx, c, keys, args...).Result()
+	reply, err := acquireScript.run(ctx, c, keys, args...).Result()
 	if err != nil {
 		return false, nil, 0, err
 	}

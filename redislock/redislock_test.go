@@ -412,8 +412,8 @@ func TestFencingSurvivesExpiry(t *testing.T) {
 
 // commands returns the number of top-level script calls Redis served.
 // warmBatch acquires locks with one AcquireBatch, after a first batch that
-// loads the scripts (the first use of a script costs EVALSHA + EVAL once
-// per server), and returns the Helds and the script calls the second batch
+// loads the scripts (the first use of a script costs a failed FCALL, a
+// FUNCTION LOAD and another FCALL once per server), and returns the Helds and the script calls the second batch
 // made, as calls counts them.
 func warmBatch(t *testing.T, ctx context.Context, l *redislock.Locker, locks []caesura.Lock, calls func() int) ([]caesura.Held, int) {
 	t.Helper()
@@ -441,12 +441,12 @@ func scriptCalls(t *testing.T, c *redis.Client) int {
 	return scriptCallsIn(info)
 }
 
-// scriptCallsIn returns the script calls (EVALSHA and EVAL) that an INFO
-// commandstats reply counts.
+// scriptCallsIn returns the script calls (FCALL, EVALSHA and EVAL) that an
+// INFO commandstats reply counts.
 func scriptCallsIn(info string) int {
 	n := 0
 	for _, line := range strings.Split(info, "\n") {
-		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+		for _, cmd := range []string{"cmdstat_fcall:", "cmdstat_evalsha:", "cmdstat_eval:"} {
 			if rest, ok := strings.CutPrefix(line, cmd); ok {
 				var calls int
 				fmt.Sscanf(rest, "calls=%d", &calls)

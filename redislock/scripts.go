@@ -1,7 +1,5 @@
 package redislock
 
-import "github.com/redis/go-redis/v9"
-
 // Every lock is one Redis string at its key, so that all of a lock's state
 // sits in one hash slot (Redis Cluster) whatever the key looks like. The
 // lease is the key's expiry (PX), so Redis itself ends a lease whose holder
@@ -47,12 +45,14 @@ import "github.com/redis/go-redis/v9"
 // The scripts take their ARGV in one order, each only as far as it needs
 // it: token, then acquire: lease TTL (ms), and to wait in the queue of the
 // key that blocks it, the queue entry validity (ms) and the channel prefix;
-// release: the next fencing token (one key, optional); renew: lease TTL.
+// release: the next fencing token (one key, optional; with it, the token is
+// followed by the holder's fence, the key's whole value while held); renew:
+// lease TTL.
 //
 // Redis spends more around a script than in its Lua, so the common cases
 // avoid what measurably costs. On Redis 7.0, in instructions (callgrind; an
 // EVALSHA of an empty script with one key and two arguments takes about 16k,
-// a GET command 5k), each further ARGV entry costs about 2k, a redis.call 3k
+// an FCALL of it 13.4k, a GET command 5k), each further ARGV entry costs about 2k, a redis.call 3k
 // (GET) to 6k (TIME), a table reply 4k more than an integer, converting a
 // number to a string 2k to 4k (%.14g, string.format), and a library call
 // such as string.sub about 1k. So the fast paths convert no number, read no
@@ -60,7 +60,9 @@ import "github.com/redis/go-redis/v9"
 // replying the stored token as it is (a string: its conversion to an integer
 // reply costs the server more than the client's two allocations); releasing
 // it is one SET with GET and KEEPTTL, writing the next token that the client
-// sends. Several keys take one MGET and a SET each. Keys are read in chunks
+// sends, and comparing what it replaced with the holder's value, which the
+// client sends too (equal Lua strings are one string: cutting the token out
+// first cost 1.7k more). Several keys take one MGET and a SET each. Keys are read in chunks
 // of 1000 (the Lua stack bounds unpack).
 //
 // The release stays a script. A plain APPEND of a release note ("#", token,
@@ -70,11 +72,12 @@ import "github.com/redis/go-redis/v9"
 // length (Redis lost the key within the lease: failover, eviction, a
 // deletion), so Release would report such a lost lock as released. Reading
 // the value back (GET in the same round trip) makes it exact and costs the
-// server 53k instructions per cycle against the script's 65k, but the cycle
-// measured no faster: the third command and its client work cost what the
-// server saved (medians of BenchmarkInterleaved's ratio to the faster peer:
-// script 1.031x over 30 runs, APPEND alone 0.986x over 20, APPEND and GET
-// 1.020x over 10).
+// server 53k instructions per cycle against the script's 65k (as cached
+// scripts; 60k since they run as functions and the release compares whole
+// values), but the cycle measured no faster: the third command and its
+// client work cost what the server saved (medians of BenchmarkInterleaved's
+// ratio to the faster peer: script 1.031x over 30 runs, APPEND alone 0.986x
+// over 20, APPEND and GET 1.020x over 10).
 
 // read sets n to the number of keys and, unless vs is set already, reads
 // their values (false when missing) into vs: one key with GET, which costs
@@ -247,7 +250,7 @@ local first = string.format('%d', t[1] * 1000000 + t[2])`
 //
 // The fast path takes the keys when each is missing or free: a free key
 // has no queue, so nobody waits before the caller.
-var acquireScript = redis.NewScript(`local vs` + read(`
+var acquireScript = newScript(`local vs` + read(`
   if not v or #v < 32 then
     if not v or #v < 16 then`+clockToken+`
       v = first
@@ -324,30 +327,31 @@ return {0, block, rem}
 //
 // Its fast path, for one key with the next fence in ARGV[2], writes that
 // fence with one SET (GET returns what it replaced; KEEPTTL keeps the
-// expiry) and is done if the caller owned the key without a queue.
-// Otherwise it puts back what it replaced, or the general path writes the
-// key. Without the next fence (several keys, or Redlock, whose masters
+// expiry) and is done if it replaced the caller's own value, which ARGV[1]
+// then is: the key was held by the caller without a queue. Otherwise it
+// puts back what it replaced, or the general path writes the key. Without the next fence (several keys, or Redlock, whose masters
 // count apart), keys the token owns without a queue take one read (GET or
 // MGET) and a SET each, the script computing the next fences.
-var releaseScript = redis.NewScript(`
+var releaseScript = newScript(`
 local vs, dirty
 if #KEYS == 1 and ARGV[2] then
   local v = redis.pcall('SET', KEYS[1], ARGV[2], 'KEEPTTL', 'GET')
+  if v == ARGV[1] then return 1 end
   if not v then
     redis.call('DEL', KEYS[1])
     return 0
   elseif not v.err then
-    if string.sub(v, 1, 32) ~= ARGV[1] then
+    if string.sub(v, 1, 32) ~= string.sub(ARGV[1], 1, 32) then
       redis.call('SET', KEYS[1], v, 'KEEPTTL')
       return 0
     end
-    if #v < 49 then return 1 end
     vs, dirty = {v}, true
   elseif string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then
     return v
   end
 end
 ` + read("") + digits + `
+ARGV[1] = string.sub(ARGV[1], 1, 32)
 do
   local tok = ARGV[1]
   local fast = true
@@ -378,7 +382,7 @@ return res
 
 // renewScript extends the lease of every key if the token still holds all of
 // them. It returns 0, or the index of the first key it no longer holds.
-var renewScript = redis.NewScript(mget + `
+var renewScript = newScript(mget + `
 for i = 1, n do
   local v = vs[i]
   if not v or #v < 32 or string.sub(v, 1, 32) ~= ARGV[1] then return i end
@@ -389,7 +393,7 @@ return 0
 
 // cancelScript withdraws a waiter: it leaves every queue and gives up any key
 // that was handed to it meanwhile.
-var cancelScript = redis.NewScript(mget + digits + funcs + `
+var cancelScript = newScript(mget + digits + funcs + `
 for i = 1, n do
   dequeue(i)
   if O[i] == tok then free(i) end
@@ -397,3 +401,12 @@ end
 flush()
 return 0
 `)
+
+// functions is the library of every script (see functions.go).
+var functions = newLibrary(map[string]*script{
+	"acquire": acquireScript,
+	"release": releaseScript,
+	"renew":   renewScript,
+	"cancel":  cancelScript,
+	"inspect": inspectScript,
+})

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -261,7 +262,7 @@ func waitReplicated(g *testredis.Sentinel, key string) error {
 	})
 }
 
-// clusterScriptCalls returns the number of script calls (EVALSHA and EVAL)
+// clusterScriptCalls returns the number of script calls (FCALL, EVALSHA and EVAL)
 // every node of c served.
 func clusterScriptCalls(t *testing.T, c *testredis.Cluster) int {
 	t.Helper()
@@ -300,6 +301,27 @@ func TestCluster(t *testing.T) {
 			},
 			HandOff: 5 * time.Second,
 		})
+	})
+
+	t.Run("LibraryOnEveryMaster", func(t *testing.T) {
+		ctx := ctxT(t, 10*time.Second)
+		l := newLocker(t, client(t), nil)
+		if err := caesura.Run(ctx, func(ctx context.Context, yield caesura.Yield) error {
+			return yield(l.Mutex("lib"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// The first FCALL that found no library loaded it on every master,
+		// so no other master needs a load of its own.
+		for i, n := range cl.Nodes {
+			libs, err := n.Do("FUNCTION", "LIST")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(fmt.Sprint(libs), redislock.LibraryName) {
+				t.Errorf("master %d has libraries %v, want %s", i, libs, redislock.LibraryName)
+			}
+		}
 	})
 
 	t.Run("HashTagOneCall", func(t *testing.T) {

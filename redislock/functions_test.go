@@ -1,0 +1,203 @@
+package redislock_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caesura-go/caesura"
+	"github.com/caesura-go/caesura/locktest"
+	"github.com/caesura-go/caesura/redislock"
+)
+
+// cmdstat returns a field (calls, rejected_calls, failed_calls) of a
+// command's line in INFO commandstats, 0 when the command has none.
+func cmdstat(t *testing.T, c *redis.Client, cmd, field string) int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(f, field+"="); ok {
+				var n int
+				fmt.Sscan(v, &n)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// cycles acquires and releases name n times, and hands it once from a
+// holder to a waiter, so that every script runs.
+func cycles(t *testing.T, ctx context.Context, l *redislock.Locker, name string, n int) {
+	t.Helper()
+	m := l.Mutex(name)
+	for range n {
+		h, err := m.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := m.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		h2, err := m.Acquire(ctx)
+		if err == nil {
+			err = h2.Release(ctx)
+		}
+		got <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the waiter queue
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Inspect(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// libraries returns the names of the function libraries on c's server.
+func libraries(t *testing.T, c *redis.Client) []string {
+	t.Helper()
+	libs, err := c.FunctionList(context.Background(), redis.FunctionListQuery{}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range libs {
+		names = append(names, l.Name)
+	}
+	return names
+}
+
+// TestFunctions checks that the scripts run as functions of one library,
+// loaded once, and loaded again after the server lost it.
+func TestFunctions(t *testing.T) {
+	s := startServer(t)
+	c := s.client(t)
+	l := s.locker(t, nil)
+	ctx := ctxT(t, 10*time.Second)
+	cycles(t, ctx, l, "f", 5)
+	if got := libraries(t, c); len(got) != 1 || got[0] != redislock.LibraryName {
+		t.Errorf("libraries %v, want [%s]", got, redislock.LibraryName)
+	}
+	if n := cmdstat(t, c, "function|load", "calls"); n != 1 {
+		t.Errorf("FUNCTION LOAD ran %d times, want 1", n)
+	}
+	if n := cmdstat(t, c, "evalsha", "calls") + cmdstat(t, c, "eval", "calls"); n != 0 {
+		t.Errorf("%d EVALSHA or EVAL calls; want all scripts as functions", n)
+	}
+	if n := cmdstat(t, c, "fcall", "calls"); n < 14 {
+		t.Errorf("%d FCALLs, want at least 14 for 6 cycles, a wait and an Inspect", n)
+	}
+
+	// An operator flushes the functions, or the server restarts empty.
+	if err := c.FunctionFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	cycles(t, ctx, l, "f", 1)
+	if n := cmdstat(t, c, "function|load", "calls"); n != 2 {
+		t.Errorf("FUNCTION LOAD ran %d times after FUNCTION FLUSH, want 2", n)
+	}
+	s.Kill()
+	s.Restart()
+	cycles(t, ctx, l, "f", 1)
+	if got := libraries(t, c); len(got) != 1 {
+		t.Errorf("libraries after a restart %v, want [%s]", got, redislock.LibraryName)
+	}
+}
+
+// scriptsOnlyClient is a Client that cannot call functions: it has only
+// the methods of redislock.Client.
+type scriptsOnlyClient struct{ redislock.Client }
+
+// TestScriptsOnly runs the conformance suite where functions cannot run:
+// through a client without FCALL, and for users whose ACL denies FCALL or
+// FUNCTION LOAD. The backend runs cached scripts, and stops trying FCALL
+// after the first refusal.
+func TestScriptsOnly(t *testing.T) {
+	s := startServer(t)
+	admin := s.client(t)
+	ctx := ctxT(t, 30*time.Second)
+	for _, acl := range []string{"-fcall", "-function|load"} {
+		if err := admin.Do(ctx, "ACL", "SETUSER", "u"+acl, "on", "nopass", "~*", "&*", "+@all", acl).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		client func(t *testing.T) redislock.Client
+		// the command refused, and how many FCALLs ran (and failed)
+		refused string
+		fcalls  int
+	}{
+		{"NoFCallMethod", func(t *testing.T) redislock.Client { return scriptsOnlyClient{s.client(t)} }, "", 0},
+		{"ACLDeniesFCALL", func(t *testing.T) redislock.Client { return userClient(t, s, "u-fcall") }, "fcall", 0},
+		{"ACLDeniesFunctionLoad", func(t *testing.T) redislock.Client { return userClient(t, s, "u-function|load") }, "function|load", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := admin.FunctionFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			c := tc.client(t)
+			l, err := redislock.New(c, &redislock.Options{TTL: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+			locktest.Run(t, locktest.Harness{
+				Lock: func(name string) caesura.Lock { return l.Mutex(name) },
+				Lose: func(t *testing.T, name string) {
+					if err := admin.Del(context.Background(), l.Mutex(name).Key()).Err(); err != nil {
+						t.Fatal(err)
+					}
+				},
+				HandOff: 5 * time.Second,
+			})
+			cycles(t, ctx, l, "s", 3)
+			if n := cmdstat(t, admin, "evalsha", "calls"); n < 10 {
+				t.Errorf("%d EVALSHA calls, want the scripts to run as cached scripts", n)
+			}
+			if n := cmdstat(t, admin, "fcall", "calls"); n != tc.fcalls {
+				t.Errorf("%d FCALLs ran, want %d", n, tc.fcalls)
+			}
+			if tc.refused != "" {
+				if n := cmdstat(t, admin, tc.refused, "rejected_calls"); n != 1 {
+					t.Errorf("%s refused %d times, want once: the backend must not try again", tc.refused, n)
+				}
+			}
+			if got := libraries(t, admin); len(got) != 0 {
+				t.Errorf("libraries %v loaded, want none", got)
+			}
+		})
+	}
+}
+
+func userClient(t *testing.T, s *server, user string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Username: user, Password: "any", MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
