@@ -8,7 +8,9 @@
 // NewRedlock against redsync with three pools), 100,000 locks held at once
 // (server memory per lock, time to take and give back them all), and
 // throughput against the number of workers (1 to 64) on one key and on
-// 1,000 keys (BenchmarkScaling, a fixed count per point: -benchtime 1000x).
+// 1,000 keys (BenchmarkScaling, a fixed count per point: -benchtime 1000x),
+// and the CPU time of the server and of the client per uncontended cycle
+// (BenchmarkCPU, -benchtime 20000x; Linux).
 //
 // Peers and their settings: redsync with its default retry (32 tries
 // 50-250ms apart) and "redsync-1ms" (retry delay 1ms, 100000 tries); bsm
