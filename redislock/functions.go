@@ -109,9 +109,13 @@ func (s *script) run(ctx context.Context, c *conn, keys []string, args ...any) *
 	case err == nil:
 		return c.fc.FCall(ctx, s.name, keys, args...)
 	case isServerError(err):
-		// The server refused the library (an ACL without FUNCTION LOAD, a
-		// proxy without it): cached scripts need no library.
-		c.scriptsOnly.Store(true)
+		// The server refused the library. Cached scripts need none: from
+		// now on where it will never take it (an ACL without FUNCTION LOAD,
+		// a proxy without it), for this call where the refusal may pass (a
+		// replica, a server loading its data, out of memory).
+		if unsupported(err) {
+			c.scriptsOnly.Store(true)
+		}
 		return s.eval.Run(ctx, c.Client, keys, args...)
 	default:
 		cmd.SetErr(err)
@@ -144,10 +148,12 @@ func isServerError(err error) bool {
 	return errors.As(err, &re) && !errors.Is(err, redis.Nil)
 }
 
-// unsupported reports whether an FCALL error reply says the server will not
-// run functions for this client: an unknown command (before Redis 7, or a
-// proxy) or an ACL that denies the command (not one that denies a key).
+// unsupported reports whether an error reply to FCALL or FUNCTION LOAD says
+// the server will never run functions for this client: an unknown command
+// (before Redis 7, or a proxy) or an ACL that denies the command (not one
+// that denies a key).
 func unsupported(err error) bool {
 	msg := strings.ToLower(err.Error())
-	return strings.Contains(msg, "unknown command") || strings.HasPrefix(msg, "noperm") && strings.Contains(msg, "fcall")
+	return strings.Contains(msg, "unknown command") ||
+		strings.HasPrefix(msg, "noperm") && (strings.Contains(msg, "'fcall'") || strings.Contains(msg, "'function"))
 }
