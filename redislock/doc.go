@@ -109,7 +109,8 @@
 // an ACL that denies FCALL or FUNCTION LOAD), or the [Client] has no FCall
 // and FunctionLoad methods, the scripts run as cached scripts (EVALSHA, and
 // EVAL when the server lacks one), after one refused try per Locker and
-// server. So an ACL user of a Locker needs fcall and function|load, or
+// server; a refusal that may pass (a replica, a server loading its data)
+// sends only that call to the cached script. So an ACL user of a Locker needs fcall and function|load, or
 // evalsha and eval, besides subscribe, the keys under Prefix and the
 // channels under Prefix.
 //
