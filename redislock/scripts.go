@@ -52,10 +52,10 @@ package redislock
 // Redis spends more around a script than in its Lua, so the common cases
 // avoid what measurably costs. On Redis 7.0, in instructions (callgrind; an
 // EVALSHA of an empty script with one key and two arguments takes about 16k,
-// an FCALL of it 13.4k, a GET command 5k), each further ARGV entry costs about 2k, a redis.call 3k
-// (GET) to 6k (TIME), a table reply 4k more than an integer, converting a
-// number to a string 2k to 4k (%.14g, string.format), and a library call
-// such as string.sub about 1k. So the fast paths convert no number, read no
+// an FCALL of it 13.4k, a GET command 5k), each further ARGV entry costs
+// about 1.3k to 2k, a redis.call 3k (GET) to 6k (TIME), a table reply 4k
+// more than an integer, converting a number to a string 2k to 4k (%.14g,
+// string.format), and a library call such as string.sub about 1k. So the fast paths convert no number, read no
 // clock and call few commands: acquiring a free key is a GET and a SET (PX),
 // replying the stored token as it is (a string: its conversion to an integer
 // reply costs the server more than the client's two allocations); releasing
