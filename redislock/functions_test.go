@@ -15,13 +15,19 @@ import (
 )
 
 // cmdstat returns a field (calls, rejected_calls, failed_calls) of a
-// command's line in INFO commandstats, 0 when the command has none.
+// command's line in c's INFO commandstats, 0 when the command has none.
 func cmdstat(t *testing.T, c *redis.Client, cmd, field string) int {
 	t.Helper()
 	info, err := c.Info(context.Background(), "commandstats").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cmdstatIn(info, cmd, field)
+}
+
+// cmdstatIn returns a field of a command's line in an INFO commandstats
+// reply, 0 when the command has none.
+func cmdstatIn(info, cmd, field string) int {
 	for _, line := range strings.Split(info, "\n") {
 		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":")
 		if !ok {

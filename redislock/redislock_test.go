@@ -444,17 +444,7 @@ func scriptCalls(t *testing.T, c *redis.Client) int {
 // scriptCallsIn returns the script calls (FCALL, EVALSHA and EVAL) that an
 // INFO commandstats reply counts.
 func scriptCallsIn(info string) int {
-	n := 0
-	for _, line := range strings.Split(info, "\n") {
-		for _, cmd := range []string{"cmdstat_fcall:", "cmdstat_evalsha:", "cmdstat_eval:"} {
-			if rest, ok := strings.CutPrefix(line, cmd); ok {
-				var calls int
-				fmt.Sscanf(rest, "calls=%d", &calls)
-				n += calls
-			}
-		}
-	}
-	return n
+	return cmdstatIn(info, "fcall", "calls") + cmdstatIn(info, "evalsha", "calls") + cmdstatIn(info, "eval", "calls")
 }
 
 func TestBatchOneRoundTrip(t *testing.T) {
