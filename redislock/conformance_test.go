@@ -8,14 +8,20 @@ import (
 	"github.com/caesura-go/caesura"
 	"github.com/caesura-go/caesura/locktest"
 	"github.com/caesura-go/caesura/redislock"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestConformance(t *testing.T) {
 	s := startServer(t)
 	// A short TTL so that Lose (deleting the key) is noticed at the next
 	// renewal, within a second.
-	l := s.locker(t, &redislock.Options{TTL: time.Second})
-	c := s.client(t)
+	conformance(t, s.locker(t, &redislock.Options{TTL: time.Second}), s.client(t))
+}
+
+// conformance runs the conformance suite on l's locks, losing a lock by
+// deleting its key through c.
+func conformance(t *testing.T, l *redislock.Locker, c redis.Cmdable) {
+	t.Helper()
 	locktest.Run(t, locktest.Harness{
 		Lock: func(name string) caesura.Lock { return l.Mutex(name) },
 		Lose: func(t *testing.T, name string) {

@@ -9,8 +9,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/caesura-go/caesura"
-	"github.com/caesura-go/caesura/locktest"
 	"github.com/caesura-go/caesura/redislock"
 )
 
@@ -45,23 +43,17 @@ func cmdstatIn(info, cmd, field string) int {
 }
 
 // cycles acquires and releases name n times, and hands it once from a
-// holder to a waiter, so that every script runs.
-func cycles(t *testing.T, ctx context.Context, l *redislock.Locker, name string, n int) {
+// holder to a waiter (queued, as c reads the key), so that every script
+// runs.
+func cycles(t *testing.T, ctx context.Context, l *redislock.Locker, c *redis.Client, name string, n int) {
 	t.Helper()
 	m := l.Mutex(name)
 	for range n {
-		h, err := m.Acquire(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Release(ctx); err != nil {
+		if err := mustAcquire(t, ctx, m).Release(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	h, err := m.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mustAcquire(t, ctx, m)
 	got := make(chan error, 1)
 	go func() {
 		h2, err := m.Acquire(ctx)
@@ -70,7 +62,9 @@ func cycles(t *testing.T, ctx context.Context, l *redislock.Locker, name string,
 		}
 		got <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // let the waiter queue
+	for readState(ctx, c, m.Key()).queued == 0 {
+		time.Sleep(time.Millisecond)
+	}
 	if err := h.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +97,7 @@ func TestFunctions(t *testing.T) {
 	c := s.client(t)
 	l := s.locker(t, nil)
 	ctx := ctxT(t, 10*time.Second)
-	cycles(t, ctx, l, "f", 5)
+	cycles(t, ctx, l, c, "f", 5)
 	if got := libraries(t, c); len(got) != 1 || got[0] != redislock.LibraryName {
 		t.Errorf("libraries %v, want [%s]", got, redislock.LibraryName)
 	}
@@ -121,13 +115,13 @@ func TestFunctions(t *testing.T) {
 	if err := c.FunctionFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	cycles(t, ctx, l, "f", 1)
+	cycles(t, ctx, l, c, "f", 1)
 	if n := cmdstat(t, c, "function|load", "calls"); n != 2 {
 		t.Errorf("FUNCTION LOAD ran %d times after FUNCTION FLUSH, want 2", n)
 	}
 	s.Kill()
 	s.Restart()
-	cycles(t, ctx, l, "f", 1)
+	cycles(t, ctx, l, c, "f", 1)
 	if got := libraries(t, c); len(got) != 1 {
 		t.Errorf("libraries after a restart %v, want [%s]", got, redislock.LibraryName)
 	}
@@ -176,16 +170,8 @@ func TestScriptsOnly(t *testing.T) {
 			t.Cleanup(func() { l.Close() })
 			// The first calls come one at a time, so the refusal comes
 			// once; the suite's concurrent calls then find the fallback set.
-			cycles(t, ctx, l, "s", 3)
-			locktest.Run(t, locktest.Harness{
-				Lock: func(name string) caesura.Lock { return l.Mutex(name) },
-				Lose: func(t *testing.T, name string) {
-					if err := admin.Del(context.Background(), l.Mutex(name).Key()).Err(); err != nil {
-						t.Fatal(err)
-					}
-				},
-				HandOff: 5 * time.Second,
-			})
+			cycles(t, ctx, l, admin, "s", 3)
+			conformance(t, l, admin)
 			if n := cmdstat(t, admin, "evalsha", "calls"); n < 10 {
 				t.Errorf("%d EVALSHA calls, want the scripts to run as cached scripts", n)
 			}

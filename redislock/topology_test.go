@@ -19,7 +19,6 @@ import (
 
 	"github.com/caesura-go/caesura"
 	"github.com/caesura-go/caesura/internal/testredis"
-	"github.com/caesura-go/caesura/locktest"
 	"github.com/caesura-go/caesura/redislock"
 	"github.com/redis/go-redis/v9"
 )
@@ -60,15 +59,7 @@ func TestSentinel(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		c := failoverClient(t, g)
 		l := newLocker(t, c, &redislock.Options{TTL: time.Second})
-		locktest.Run(t, locktest.Harness{
-			Lock: func(name string) caesura.Lock { return l.Mutex(name) },
-			Lose: func(t *testing.T, name string) {
-				if err := c.Del(context.Background(), l.Mutex(name).Key()).Err(); err != nil {
-					t.Fatal(err)
-				}
-			},
-			HandOff: 5 * time.Second,
-		})
+		conformance(t, l, c)
 	})
 
 	t.Run("Failover", func(t *testing.T) {
@@ -292,15 +283,7 @@ func TestCluster(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		c := client(t)
 		l := newLocker(t, c, &redislock.Options{TTL: time.Second})
-		locktest.Run(t, locktest.Harness{
-			Lock: func(name string) caesura.Lock { return l.Mutex(name) },
-			Lose: func(t *testing.T, name string) {
-				if err := c.Del(context.Background(), l.Mutex(name).Key()).Err(); err != nil {
-					t.Fatal(err)
-				}
-			},
-			HandOff: 5 * time.Second,
-		})
+		conformance(t, l, c)
 	})
 
 	t.Run("LibraryOnEveryMaster", func(t *testing.T) {
