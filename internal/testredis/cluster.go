@@ -36,7 +36,7 @@ var versionRE = regexp.MustCompile(`v=(\d+)\.`)
 // redis-server binary.
 func StartCluster(tb testing.TB, opts ClusterOptions) *Cluster {
 	tb.Helper()
-	bin := lookBin(tb, opts.Why)
+	bin := lookBin(tb, "", opts.Why)
 	out, err := exec.Command(bin, "--version").Output()
 	if err != nil {
 		tb.Fatalf("%s --version: %v", bin, err)

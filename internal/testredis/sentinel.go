@@ -42,7 +42,7 @@ type Sentinel struct {
 // (fails it under CI=true) without a redis-server binary.
 func StartSentinel(tb testing.TB, opts SentinelOptions) *Sentinel {
 	tb.Helper()
-	bin := lookBin(tb, opts.Why)
+	bin := lookBin(tb, "", opts.Why)
 	downAfter := opts.DownAfter
 	if downAfter <= 0 {
 		downAfter = 500 * time.Millisecond

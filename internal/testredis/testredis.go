@@ -3,7 +3,8 @@
 // modules (redislock, reliability, bench/redis), so that a test may kill and
 // restart its server: one server ([Start]), a master with a replica watched
 // by three sentinels ([StartSentinel]), or a Redis Cluster of masters
-// ([StartCluster]). It uses the standard library only.
+// ([StartCluster]); a single server may be a valkey-server ([Options.Bin]).
+// It uses the standard library only.
 //
 // Ports are reserved by binding to port 0 and closing the listener; a port
 // taken by another process before the server binds it makes the server exit,
@@ -36,10 +37,13 @@ type Options struct {
 	Persist bool
 	// Why names what needs the server, for the skip message.
 	Why string
+	// Bin is the server binary, looked up on PATH: "valkey-server", or
+	// "redis-server" when empty. Sentinels and clusters are always Redis.
+	Bin string
 }
 
-// Server is one redis-server process (a plain server, a replica, a sentinel
-// or a cluster node).
+// Server is one redis-server (or valkey-server) process (a plain server, a
+// replica, a sentinel or a cluster node).
 type Server struct {
 	bin  string
 	opts Options
@@ -74,16 +78,23 @@ func Start(tb testing.TB, opts Options) *Server {
 	return s
 }
 
-// lookBin returns the redis-server binary, or skips tb (fails it under
-// CI=true) when there is none.
-func lookBin(tb testing.TB, why string) string {
+// lookBin returns the server binary called name ("" is redis-server), or
+// skips tb (fails it under CI=true) when there is none.
+func lookBin(tb testing.TB, name, why string) string {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
+	if name == "" {
+		name = "redis-server"
+	}
+	bin, err := exec.LookPath(name)
 	if err != nil {
 		if why == "" {
 			why = "the Redis tests"
 		}
-		need(tb, "redis-server not found on PATH: install it (Debian: apt-get install redis-server, which also runs sentinels as redis-server --sentinel) to run "+why)
+		how := "install it (Debian: apt-get install redis-server, which also runs sentinels as redis-server --sentinel)"
+		if name == "valkey-server" {
+			how = "scripts/install-valkey builds Valkey 8.1 from Debian's source and installs it"
+		}
+		need(tb, name+" not found on PATH: "+how+", to run "+why)
 	}
 	return bin
 }
@@ -101,7 +112,7 @@ func need(tb testing.TB, msg string) {
 func newServer(tb testing.TB, opts Options, bin string) *Server {
 	tb.Helper()
 	if bin == "" {
-		bin = lookBin(tb, opts.Why)
+		bin = lookBin(tb, opts.Bin, opts.Why)
 	}
 	return &Server{bin: bin, opts: opts, dir: tb.TempDir()}
 }
