@@ -13,9 +13,10 @@
 // # Guarantees
 //
 //   - Ownership: every acquisition has its own random 128-bit token. Release
-//     and renewal are Lua scripts that compare the token first, so a stale
-//     holder can never release or extend a newer holder's lock; its Release
-//     returns an error matching [caesura.ErrNotHeld].
+//     and renewal compare the token first and act in the same server step
+//     (a Lua script, or a conditional SET: see below), so a stale holder can
+//     never release or extend a newer holder's lock; its Release returns an
+//     error matching [caesura.ErrNotHeld].
 //   - Leases: a lock lives for [Options.TTL] (10s by default) unless renewed.
 //     A held lock is renewed every TTL/3. Its validity is measured with the
 //     monotonic clock from before the request was sent and ends Drift
@@ -110,9 +111,26 @@
 // and FunctionLoad methods, the scripts run as cached scripts (EVALSHA, and
 // EVAL when the server lacks one), after one refused try per Locker and
 // server; a refusal that may pass (a replica, a server loading its data)
-// sends only that call to the cached script. So an ACL user of a Locker needs fcall and function|load, or
-// evalsha and eval, besides subscribe, the keys under Prefix and the
-// channels under Prefix.
+// sends only that call to the cached script. So an ACL user of a Locker
+// needs fcall and function|load, or evalsha and eval, besides set,
+// subscribe, the keys under Prefix and the channels under Prefix.
+//
+// # Conditional release
+//
+// Where the server has the conditional SET (Redis 8.4 and later, Valkey 8.1
+// and later), a one-key lock taken without waiting is released by one plain
+// command instead of the release script: SET key next KEEPTTL IFEQ value
+// GET, where value is what the holder wrote (its token and fencing token)
+// and next the key's next fencing token. The server writes next only if
+// the key still holds value, and replies what the key held, so the release
+// is as exact as the script's: a stale holder's conditional SET changes
+// nothing. It costs the server about a third of the script (on Valkey 8.1,
+// callgrind: a one-key lock + release takes 49k instructions instead of
+// 61k). The script still runs when the key has waiters to hand the lock to
+// (a second round trip, for the first holder of a burst of contention), and
+// at once for a holder that waited itself, which is likely to have waiters
+// again. On a server without IFEQ (it replies a syntax error) a Locker tries
+// once, then releases by the script alone.
 //
 // # Non-guarantees
 //

@@ -81,11 +81,56 @@ type conn struct {
 	// LOAD): scripts run as cached scripts from then on, without another
 	// try.
 	scriptsOnly atomic.Bool
+
+	do doer // nil when the client cannot send a plain command
+	// noCondSet is set once the server showed that it has no conditional
+	// SET (IFEQ): releases run the script from then on.
+	noCondSet atomic.Bool
+}
+
+// doer is the part of a go-redis client that sends any command. Every
+// [redis.UniversalClient] implements it.
+type doer interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
 }
 
 func newConn(c Client) *conn {
 	fc, _ := c.(functionClient)
-	return &conn{Client: c, fc: fc}
+	do, _ := c.(doer)
+	return &conn{Client: c, fc: fc, do: do}
+}
+
+// condRelease releases one key held with value val (token and fence) by a
+// conditional SET, SET key next KEEPTTL IFEQ val GET (Redis 8.4, Valkey
+// 8.1): one plain command, which costs the server about a third of the
+// release script. The server writes the next fence only if the key holds
+// val, and replies what the key held, so the answer is as exact as the
+// script's. done is false when the script must release the key instead:
+// the key has a queue to hand on, the server has no IFEQ (a syntax error,
+// after which c never tries again), or it refused the command otherwise
+// (a key of another type, a replica).
+func (c *conn) condRelease(ctx context.Context, key string, val []byte, next uint64) (freed, done bool, err error) {
+	if c.do == nil || c.noCondSet.Load() {
+		return false, false, nil
+	}
+	old, err := c.do.Do(ctx, "SET", key, next, "KEEPTTL", "IFEQ", val, "GET").Text()
+	switch {
+	case err == nil:
+		if old == string(val) {
+			return true, true, nil
+		}
+		// Held by val with waiters: the script hands the key on.
+		queued := len(old) > len(val) && old[len(val)] == '|' && old[:len(val)] == string(val)
+		// Otherwise not val's: IFEQ changed nothing.
+		return false, !queued, nil
+	case errors.Is(err, redis.Nil): // missing: the lease ended
+		return false, true, nil
+	case !isServerError(err):
+		return false, true, err
+	case strings.Contains(err.Error(), "syntax error"):
+		c.noCondSet.Store(true)
+	}
+	return false, false, nil
 }
 
 // run runs s on c with keys and args. The first call of a function that the

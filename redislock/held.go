@@ -24,6 +24,9 @@ type Held struct {
 	key   string
 	tok   string
 	fence uint64
+	// waited is set when the acquisition had to wait: the release then
+	// skips the conditional SET, which cannot hand the lock to a waiter.
+	waited bool
 
 	renewWG sync.WaitGroup // a renewal in flight
 
@@ -47,13 +50,13 @@ type Held struct {
 }
 
 // newHelds makes the Helds of a successful acquisition whose request was
-// sent at start, and schedules their renewal.
-func (l *Locker) newHelds(ms []*Mutex, tok string, fences []uint64, start time.Time) []*Held {
+// sent at start (after waiting, if waited), and schedules their renewal.
+func (l *Locker) newHelds(ms []*Mutex, tok string, fences []uint64, start time.Time, waited bool) []*Held {
 	hs := make([]*Held, len(ms))
 	valid := start.Add(l.ttl - l.drift)
 	renewAt := time.Now().Add(l.ttl / 3)
 	for i, m := range ms {
-		hs[i] = &Held{l: l, key: m.key, tok: tok, fence: fences[i], valid: valid, idx: -1}
+		hs[i] = &Held{l: l, key: m.key, tok: tok, fence: fences[i], waited: waited, valid: valid, idx: -1}
 	}
 	l.sched.add(hs, renewAt)
 	return hs

@@ -271,7 +271,7 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 		cancel()
 		valid := start.Add(l.ttl - l.drift)
 		if ok >= l.quorum && time.Until(valid) > 0 {
-			return l.newHelds(ms, tok, make([]uint64, len(ms)), start), nil
+			return l.newHelds(ms, tok, make([]uint64, len(ms)), start, false), nil
 		}
 		// Short of a quorum, or too late: give back what we got.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.ttl/3)

@@ -16,9 +16,11 @@ import (
 // release scripts for a single key (see scripts.go): the fast paths
 // (acquire: a GET and a SET, replying the stored token; release: one SET
 // with GET) and the general ones, whose one-key replies are the fence
-// alone, 1, or a list.
-func TestOneKeyPaths(t *testing.T) {
-	s := startServer(t)
+// alone, 1, or a list. TestOneKeyPathsValkey takes the same steps where the
+// release is a conditional SET.
+func TestOneKeyPaths(t *testing.T) { oneKeyPaths(t, startServer(t)) }
+
+func oneKeyPaths(t *testing.T, s *server) {
 	l := s.locker(t, nil) // no renewal within the test
 	other := s.locker(t, nil)
 	ctx := ctxT(t, 10*time.Second)
@@ -73,7 +75,8 @@ func TestOneKeyPaths(t *testing.T) {
 	state(true, b+1)
 
 	// A stale token's release finds another holder: the fast path puts the
-	// value back, expiry included, and frees nothing.
+	// value back, expiry included (a conditional SET changes nothing), and
+	// frees nothing.
 	if err := dropOwner(ctx, c, m.Key()); err != nil {
 		t.Fatal(err)
 	}

@@ -340,24 +340,43 @@ func (l *Locker) ReleaseBatch(ctx context.Context, helds []caesura.Held) error {
 	return errors.Join(errs...)
 }
 
-// release runs the release script for helds that share a token and have
-// been stopped.
+// release releases helds that share a token and have been stopped: one
+// key of one Redis taken without waiting by a conditional SET where the
+// server has it (see conn.condRelease), else by the release script.
 func (l *Locker) release(ctx context.Context, hs []*Held) []error {
-	keys := make([]string, len(hs))
-	for i, h := range hs {
-		keys[i] = h.key
-	}
+	var (
+		res  []int64
+		err  error
+		done bool
+	)
 	var next, tok any = nil, hs[0].tok
 	if len(hs) == 1 && l.nodes == nil {
-		// The key's value while held, which the fast path compares whole
-		// (an equality of two Lua strings costs the server less than
-		// cutting out the token first), and the next fence, which go-redis
-		// writes without a string.
+		// The key's value while held, which the script's fast path
+		// compares whole (an equality of two Lua strings costs the server
+		// less than cutting out the token first), and the next fence,
+		// which go-redis writes without a string.
 		h := hs[0]
-		tok = strconv.AppendUint(append(make([]byte, 0, len(h.tok)+20), h.tok...), h.fence, 10)
-		next = h.fence + 1
+		val := strconv.AppendUint(append(make([]byte, 0, len(h.tok)+20), h.tok...), h.fence, 10)
+		tok, next = val, h.fence+1
+		// A lock that was waited for is likely to have waiters again, whom
+		// only the script hands it to: a conditional SET would cost a
+		// round trip more.
+		if !h.waited {
+			var freed bool
+			freed, done, err = l.c.condRelease(ctx, h.key, val, h.fence+1)
+			res = []int64{0}
+			if freed {
+				res[0] = 1
+			}
+		}
 	}
-	res, err := l.releaseKeys(ctx, keys, tok, next)
+	if !done {
+		keys := make([]string, len(hs))
+		for i, h := range hs {
+			keys[i] = h.key
+		}
+		res, err = l.releaseKeys(ctx, keys, tok, next)
+	}
 	var errs []error
 	for i, h := range hs {
 		lostErr := h.end()
@@ -435,14 +454,14 @@ func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, 
 		defer l.unregister(tok)
 	}
 	var confirmed time.Time // send time of the last attempt that found us waiting
-	for {
+	for waited := false; ; waited = true {
 		start := time.Now()
 		ok, fences, rem, err := l.runAcquire(ctx, l.c, keys, tok, w != nil)
 		if err != nil {
 			return nil, l.fail(ctx, keys, tok, err)
 		}
 		if ok {
-			return l.newHelds(ms, tok, fences, start), nil
+			return l.newHelds(ms, tok, fences, start, waited), nil
 		}
 		if !wait {
 			return nil, fmt.Errorf("redislock: lock %q: %w", first, caesura.ErrNotAcquired)
@@ -469,7 +488,7 @@ func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, 
 		case g := <-w.grant:
 			timer.Stop()
 			if len(keys) == 1 && g.key == keys[0] {
-				return l.newHelds(ms, tok, []uint64{g.fence}, confirmed), nil
+				return l.newHelds(ms, tok, []uint64{g.fence}, confirmed, true), nil
 			}
 			// One key of a batch was handed to us: try the rest.
 		case <-w.wake:
