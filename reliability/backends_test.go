@@ -57,14 +57,22 @@ var backends = map[string]*backend{
 			return l.Mutex, func() {}, nil
 		},
 	},
-	"redislock": {
-		name:  "redislock",
+	"redislock":        redisBackend("redislock", ""),
+	"redislock-valkey": redisBackend("redislock-valkey", "valkey-server"),
+}
+
+// redisBackend is redislock on a server binary bin (see testredis.Options):
+// on redis-server 7.0 its releases are scripts; on valkey-server 8.1 a lock
+// taken without waiting is released by a conditional SET.
+func redisBackend(name, bin string) *backend {
+	return &backend{
+		name:  name,
 		lossy: true,
 		start: func(t *testing.T) *env {
-			return redisEnv(startRedis(t, false))
+			return redisEnv(startRedis(t, bin, false))
 		},
 		persistent: func(t *testing.T) *env {
-			return redisEnv(startRedis(t, true))
+			return redisEnv(startRedis(t, bin, true))
 		},
 		open: func(cfg map[string]string) (func(string) caesura.Lock, func(), error) {
 			ttl, err := time.ParseDuration(cfg["ttl"])
@@ -80,7 +88,7 @@ var backends = map[string]*backend{
 			lock := func(name string) caesura.Lock { return l.Mutex(name) }
 			return lock, func() { l.Close(); c.Close() }, nil
 		},
-	},
+	}
 }
 
 func redisEnv(s *redisServer) *env {
@@ -102,12 +110,13 @@ const redisTTL = 300 * time.Millisecond
 // (internal/testredis), on an ephemeral 127.0.0.1 port.
 type redisServer struct{ *testredis.Server }
 
-// startRedis starts redis-server, or skips (fails under CI=true) when it is
-// not installed. With persist, it keeps every write in an append-only file
-// fsynced before the reply, so that a crash loses nothing.
-func startRedis(t *testing.T, persist bool) *redisServer {
+// startRedis starts redis-server (or bin: testredis.Options), or skips
+// (fails under CI=true) when it is not installed. With persist, it keeps
+// every write in an append-only file fsynced before the reply, so that a
+// crash loses nothing.
+func startRedis(t *testing.T, bin string, persist bool) *redisServer {
 	t.Helper()
-	return &redisServer{testredis.Start(t, testredis.Options{Persist: persist, Why: "the Redis reliability scenarios"})}
+	return &redisServer{testredis.Start(t, testredis.Options{Persist: persist, Bin: bin, Why: "the Redis reliability scenarios"})}
 }
 
 // crash kills the server (kill -9), waits down, and starts it again on the

@@ -274,7 +274,8 @@ func findings(all []*result) []string {
 
 // persistence says how each backend's persistent server keeps its data.
 var persistence = map[string]string{
-	"redislock": "with persistence (every write fsynced before the reply)",
+	"redislock":        "with persistence (every write fsynced before the reply)",
+	"redislock-valkey": "with persistence (every write fsynced before the reply)",
 	"pglock":    "on a private PostgreSQL instance (kill -9 of the postmaster and every backend, restarted on its data directory: crash recovery from the WAL)",
 	"etcdlock":  "member killed (kill -9) and restarted on its data directory and ports",
 }
@@ -291,7 +292,7 @@ func persistenceNote(r *result) string {
 		overtaken = fmt.Sprintf(" The %d refused sections were holders overtaken during the outage by a later acquisition with a higher token: fencing at work.", r.Rejected)
 	}
 	switch r.Backend {
-	case "redislock":
+	case "redislock", "redislock-valkey":
 		return " The locks and the fencing counters survived." + overtaken
 	case "pglock":
 		return " Advisory locks die with their sessions: no Run whose session died returned nil. A token drawn without waiting for the WAL flush may be lost in the crash, but every session starts its tokens 2^24 above the sequence with a flushed draw, so tokens went on rising across the restarts." + overtaken
@@ -379,7 +380,7 @@ func backendOrder(all []*result) []string {
 // backendRank orders the report's backends: the table order of the
 // README (file, Redis, PostgreSQL, etcd), others after them by name.
 func backendRank(a, b string) int {
-	order := []string{"filelock", "redislock", "pglock", "etcdlock"}
+	order := []string{"filelock", "redislock", "redislock-valkey", "pglock", "etcdlock"}
 	ia, ib := slices.Index(order, a), slices.Index(order, b)
 	if ia < 0 {
 		ia = len(order)

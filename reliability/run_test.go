@@ -740,3 +740,10 @@ func TestRedislock(t *testing.T) {
 	t.Parallel()
 	runBackend(t, "redislock")
 }
+
+// TestRedislockValkey runs redislock on Valkey 8.1, where its one-key
+// releases are conditional SETs rather than scripts.
+func TestRedislockValkey(t *testing.T) {
+	t.Parallel()
+	runBackend(t, "redislock-valkey")
+}
