@@ -23,7 +23,15 @@
 //	GOWORK=off go test -run '^$' -bench Scaling -benchtime 1000x   # throughput curves, a few minutes
 //
 // On a shared machine, compare runs interleaved (run the whole set several
-// times with -count 1, then benchstat), or use BenchmarkInterleaved.
+// times with -count 1, then benchstat), or use BenchmarkInterleaved, whose
+// libraries take turns in rounds of 200 cycles, or BenchmarkPaired, whose
+// libraries take turns cycle by cycle (one key: caesura, bsm, redsync) and
+// which reports the ratios of caesura's p50 to each peer's.
+//
+// The benchmarks run on redis-server, or on the binary named by
+// REDISBENCH_SERVER: REDISBENCH_SERVER=valkey-server measures on Valkey 8.1,
+// where redislock releases a lock by a conditional SET (scripts/install-valkey
+// builds it).
 //
 // It lives in a module of its own so that no user of caesura pulls the peer
 // libraries.

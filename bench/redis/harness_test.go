@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,14 +20,15 @@ import (
 )
 
 // server is a redis-server of the benchmark's own on an ephemeral port
-// (internal/testredis).
+// (internal/testredis); with REDISBENCH_SERVER=valkey-server, a Valkey.
 type server struct {
 	addr string
 }
 
 func startServer(tb testing.TB) *server {
 	tb.Helper()
-	return &server{addr: testredis.Start(tb, testredis.Options{Why: "the Redis benchmarks"}).Addr()}
+	o := testredis.Options{Why: "the Redis benchmarks", Bin: os.Getenv("REDISBENCH_SERVER")}
+	return &server{addr: testredis.Start(tb, o).Addr()}
 }
 
 // counter counts the commands a client sends (a pipeline counts each), and

@@ -48,6 +48,11 @@ var sets = []set{
 	{name: "redis", module: "redis", bench: "^BenchmarkRedlock$"},
 	{name: "redis", module: "redis", bench: "^BenchmarkHeld100k$", benchtime: "1x", rounds: 1, fullOnly: true},
 	{name: "redis", module: "redis", bench: ".", skip: redisKnown},
+	// The same library on Valkey 8.1, where redislock releases by a
+	// conditional SET (scripts/install-valkey builds valkey-server).
+	{name: "valkey", module: "redis", bench: "^BenchmarkUncontended$", env: []string{"REDISBENCH_SERVER=valkey-server"}},
+	{name: "valkey", module: "redis", bench: "^BenchmarkInterleaved$", benchtime: "1x", quickBenchtime: "1x",
+		env: []string{"REDISBENCH_SERVER=valkey-server"}},
 	{name: "pg", module: "pg", bench: "^Benchmark(RoundTrip|Uncontended|EightKeys|CompareUncontended|CompareEightKeys)$"},
 	{name: "pg", module: "pg", bench: "^BenchmarkHandOff$", benchtime: "2000x", quickBenchtime: "1000x"},
 	{name: "pg", module: "pg", bench: "^BenchmarkScaling$", benchtime: "1000x", quickBenchtime: "200x"},

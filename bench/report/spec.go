@@ -131,7 +131,7 @@ var classes = []string{"In-process", "File (processes of one host)", "Redis", "P
 
 // classPrefix maps a result-key prefix to its class, for results no table
 // names.
-var classPrefix = map[string]string{"mem": "In-process", "redis": "Redis", "pg": "PostgreSQL", "etcd": "etcd"}
+var classPrefix = map[string]string{"mem": "In-process", "redis": "Redis", "valkey": "Redis", "pg": "PostgreSQL", "etcd": "etcd"}
 
 var (
 	nsCol     = Col{Head: "ns/op", Unit: "ns/op"}
@@ -320,6 +320,26 @@ var tables = []Table{
 				"An obtain script and a release script: 2 round trips.").units("p50 µs", "1key/bsm-p50-µs"),
 			peer("rueidislock (KeyMajority 1)", "redis:Interleaved",
 				"A set-and-read script and a delete script: 2 round trips.").units("p50 µs", "1key/rueidislock-p50-µs").optional(),
+		}},
+	{Class: "Redis", Title: "Valkey 8.1 (SET … IFEQ): uncontended acquire + release, one goroutine, distinct keys",
+		Cols: []Col{{Head: "µs", Unit: "ns/op", Scale: 1e-3, Better: -1}, allocsCol, {Head: "commands", Unit: "cmds/op"}, {Head: "server µs", Unit: "server-µs/op"}},
+		Rows: []Row{
+			ours("redislock Acquire/Release", "valkey:Uncontended/caesura",
+				"The acquire script, then one plain conditional SET (SET … KEEPTTL IFEQ … GET) instead of the release script: 2 round trips.").optional(),
+			peer("redsync v4 (default)", "valkey:Uncontended/redsync-default",
+				"SET NX with an expiry, then its release script: 2 round trips.").optional(),
+			peer("bsm/redislock (LinearBackoff 100 ms)", "valkey:Uncontended/bsm-linear100ms",
+				"Its obtain script and its release script: 2 round trips.").optional(),
+		}},
+	{Class: "Redis", Title: "Valkey 8.1 (SET … IFEQ): one key, lock + release, p50 in shuffled rounds",
+		Cols: []Col{{Head: "p50 µs", Better: -1}},
+		Rows: []Row{
+			ours("redislock Acquire/Release", "valkey:Interleaved",
+				"The acquire script and a conditional SET: 2 round trips.").units("p50 µs", "1key/caesura-p50-µs").optional(),
+			peer("redsync v4 (default)", "valkey:Interleaved",
+				"SET NX with an expiry and a release script: 2 round trips.").units("p50 µs", "1key/redsync-p50-µs").optional(),
+			peer("bsm/redislock (LinearBackoff 100 ms)", "valkey:Interleaved",
+				"An obtain script and a release script: 2 round trips.").units("p50 µs", "1key/bsm-p50-µs").optional(),
 		}},
 	{Class: "Redis", Title: "Eight keys, acquire only, p50 in shuffled rounds",
 		Cols: []Col{{Head: "p50 µs", Better: -1}},

@@ -1,0 +1,68 @@
+package redisbench
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// BenchmarkPaired measures one-key lock + release of caesura, bsm/redislock
+// and redsync turn about, cycle by cycle in a shuffled order, so that a
+// slow moment of a shared machine (another guest's load shows as steal
+// time) falls on every library alike, which rounds of hundreds of cycles
+// (BenchmarkInterleaved) do not ensure. It reports each library's p50 and
+// mean per cycle and the ratios of caesura's p50 to each peer's. Run with
+// -benchtime 1x; each op is 3000 cycles of each library, after a warm-up.
+func BenchmarkPaired(b *testing.B) {
+	s := startServer(b)
+	ctx := context.Background()
+	names := []string{"caesura", "bsm-linear100ms", "redsync-default"}
+	locks := make([]lockFunc, len(names))
+	for i, n := range names {
+		locks[i] = implNamed(n).make(b, s.client(b, nil), nil)
+	}
+	cycle := func(j, i int) time.Duration {
+		t0 := time.Now()
+		unlock, err := locks[j](ctx, "p"+strconv.Itoa(j)+":"+strconv.Itoa(i%512))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := unlock(ctx); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	for i := range 600 { // warm up: connections, scripts, the 512 keys
+		for j := range locks {
+			cycle(j, i)
+		}
+	}
+	const n = 3000
+	for b.Loop() {
+		samples := make([][]time.Duration, len(locks))
+		order := []int{0, 1, 2}
+		for i := range n {
+			rand.Shuffle(len(order), func(a, c int) { order[a], order[c] = order[c], order[a] })
+			for _, j := range order {
+				samples[j] = append(samples[j], cycle(j, i))
+			}
+		}
+		p50 := make([]float64, len(locks))
+		for j, name := range names {
+			var sum time.Duration
+			for _, d := range samples[j] {
+				sum += d
+			}
+			slices.Sort(samples[j])
+			p50[j] = float64(samples[j][n/2].Nanoseconds()) / 1000
+			b.ReportMetric(p50[j], name+"-p50-µs")
+			b.ReportMetric(float64(sum.Nanoseconds())/1000/n, name+"-mean-µs")
+		}
+		for j := 1; j < len(names); j++ {
+			b.ReportMetric(p50[0]/p50[j], "caesura/"+names[j]+"-p50")
+		}
+	}
+}
