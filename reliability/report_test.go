@@ -276,8 +276,8 @@ func findings(all []*result) []string {
 var persistence = map[string]string{
 	"redislock":        "with persistence (every write fsynced before the reply)",
 	"redislock-valkey": "with persistence (every write fsynced before the reply)",
-	"pglock":    "on a private PostgreSQL instance (kill -9 of the postmaster and every backend, restarted on its data directory: crash recovery from the WAL)",
-	"etcdlock":  "member killed (kill -9) and restarted on its data directory and ports",
+	"pglock":           "on a private PostgreSQL instance (kill -9 of the postmaster and every backend, restarted on its data directory: crash recovery from the WAL)",
+	"etcdlock":         "member killed (kill -9) and restarted on its data directory and ports",
 }
 
 // persistenceNote says what survived a persistent server's crashes, as far
