@@ -106,9 +106,9 @@ func newConn(c Client) *conn {
 // release script. The server writes the next fence only if the key holds
 // val, and replies what the key held, so the answer is as exact as the
 // script's. done is false when the script must release the key instead:
-// the key has a queue to hand on, the server has no IFEQ (a syntax error,
-// after which c never tries again), or it refused the command otherwise
-// (a key of another type, a replica).
+// the key has a queue to hand on, the server has no IFEQ (after which c
+// never tries again: see condSetRefused), or it refused this call (a key
+// of another type, a replica, a server loading its data).
 func (c *conn) condRelease(ctx context.Context, key string, val []byte, next uint64) (freed, done bool, err error) {
 	if c.do == nil || c.noCondSet.Load() {
 		return false, false, nil
@@ -127,10 +127,19 @@ func (c *conn) condRelease(ctx context.Context, key string, val []byte, next uin
 		return false, true, nil
 	case !isServerError(err):
 		return false, true, err
-	case strings.Contains(err.Error(), "syntax error"):
+	case condSetRefused(err):
 		c.noCondSet.Store(true)
 	}
 	return false, false, nil
+}
+
+// condSetRefused reports whether an error reply to a conditional SET says
+// the server will never take it: a generic error ("ERR syntax error" before
+// Redis 8.4 and Valkey 8.1; a proxy's "ERR unknown option"). Errors with a
+// code of their own concern the call (WRONGTYPE, READONLY, LOADING, OOM,
+// BUSY, TRYAGAIN, NOPERM for a key), and the script gets them too.
+func condSetRefused(err error) bool {
+	return strings.HasPrefix(err.Error(), "ERR ")
 }
 
 // run runs s on c with keys and args. The first call of a function that the

@@ -41,6 +41,21 @@ func TestUnsupported(t *testing.T) {
 	}
 }
 
+func TestCondSetRefused(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"ERR syntax error":          true,
+		"ERR unknown option 'IFEQ'": true,
+		"WRONGTYPE Operation against a key holding the wrong kind of value": false,
+		"READONLY You can't write against a read only replica.":             false,
+		"LOADING Redis is loading the dataset in memory":                    false,
+		"OOM command not allowed when used memory > 'maxmemory'.":           false,
+	} {
+		if got := condSetRefused(errString(msg)); got != want {
+			t.Errorf("condSetRefused(%q) = %v, want %v", msg, got, want)
+		}
+	}
+}
+
 type errString string
 
 func (e errString) Error() string { return string(e) }
