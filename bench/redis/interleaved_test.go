@@ -30,17 +30,7 @@ func BenchmarkInterleaved(b *testing.B) {
 		one  func(i int) time.Duration // one cycle; returns the measured part
 	}
 	single := func(lock lockFunc) func(int) time.Duration {
-		return func(i int) time.Duration {
-			t0 := time.Now()
-			unlock, err := lock(ctx, "one"+strconv.Itoa(i%512))
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := unlock(ctx); err != nil {
-				b.Fatal(err)
-			}
-			return time.Since(t0)
-		}
+		return func(i int) time.Duration { return timeCycle(ctx, b, lock, "one"+strconv.Itoa(i%512)) }
 	}
 	sequential := func(lock lockFunc) func(int) time.Duration {
 		return func(int) time.Duration {
@@ -117,4 +107,17 @@ func BenchmarkInterleaved(b *testing.B) {
 			b.Logf("%-34s p50 %7.1f µs  p99 %7.1f µs", j.name, float64(p50.Nanoseconds())/1000, float64(p99.Nanoseconds())/1000)
 		}
 	}
+}
+
+// timeCycle locks and releases key once and returns how long that took.
+func timeCycle(ctx context.Context, b *testing.B, lock lockFunc, key string) time.Duration {
+	t0 := time.Now()
+	unlock, err := lock(ctx, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := unlock(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(t0)
 }

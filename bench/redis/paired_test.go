@@ -25,15 +25,7 @@ func BenchmarkPaired(b *testing.B) {
 		locks[i] = implNamed(n).make(b, s.client(b, nil), nil)
 	}
 	cycle := func(j, i int) time.Duration {
-		t0 := time.Now()
-		unlock, err := locks[j](ctx, "p"+strconv.Itoa(j)+":"+strconv.Itoa(i%512))
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := unlock(ctx); err != nil {
-			b.Fatal(err)
-		}
-		return time.Since(t0)
+		return timeCycle(ctx, b, locks[j], "p"+strconv.Itoa(j)+":"+strconv.Itoa(i%512))
 	}
 	for i := range 600 { // warm up: connections, scripts, the 512 keys
 		for j := range locks {
