@@ -31,7 +31,7 @@ type set struct {
 // redisKnown are the bench/redis benchmarks that sets name; the last redis
 // set runs every other one, so that a benchmark added there is measured
 // (and listed under further results) before the report knows it.
-const redisKnown = "^Benchmark(RoundTrip|Uncontended|EightKeys|Contended|Interleaved|Scaling|Redlock|Held100k)$"
+const redisKnown = "^Benchmark(RoundTrip|Uncontended|EightKeys|Contended|Interleaved|Paired|Scaling|Redlock|Held100k)$"
 
 // sets are the benchmark sets, in-process first. A set whose module does not
 // compile, or whose TestMain skips (no server), is reported as missing.
@@ -43,7 +43,7 @@ var sets = []set{
 	{name: "mem", bench: "^BenchmarkMemScale$", benchtime: "1x", quickBenchtime: "1x",
 		env: []string{"CAESURA_BENCH_SCALE=1"}, rounds: 1},
 	{name: "redis", module: "redis", bench: "^Benchmark(RoundTrip|Uncontended|EightKeys)$"},
-	{name: "redis", module: "redis", bench: "^Benchmark(Contended|Interleaved)$", benchtime: "1x", quickBenchtime: "1x"},
+	{name: "redis", module: "redis", bench: "^Benchmark(Contended|Interleaved|Paired)$", benchtime: "1x", quickBenchtime: "1x"},
 	{name: "redis", module: "redis", bench: "^BenchmarkScaling$", benchtime: "1000x", quickBenchtime: "200x"},
 	{name: "redis", module: "redis", bench: "^BenchmarkRedlock$"},
 	{name: "redis", module: "redis", bench: "^BenchmarkHeld100k$", benchtime: "1x", rounds: 1, fullOnly: true},
@@ -51,7 +51,7 @@ var sets = []set{
 	// The same library on Valkey 8.1, where redislock releases by a
 	// conditional SET (scripts/install-valkey builds valkey-server).
 	{name: "valkey", module: "redis", bench: "^BenchmarkUncontended$", env: []string{"REDISBENCH_SERVER=valkey-server"}},
-	{name: "valkey", module: "redis", bench: "^BenchmarkInterleaved$", benchtime: "1x", quickBenchtime: "1x",
+	{name: "valkey", module: "redis", bench: "^Benchmark(Interleaved|Paired)$", benchtime: "1x", quickBenchtime: "1x",
 		env: []string{"REDISBENCH_SERVER=valkey-server"}},
 	{name: "pg", module: "pg", bench: "^Benchmark(RoundTrip|Uncontended|EightKeys|CompareUncontended|CompareEightKeys)$"},
 	{name: "pg", module: "pg", bench: "^BenchmarkHandOff$", benchtime: "2000x", quickBenchtime: "1000x"},
