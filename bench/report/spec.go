@@ -321,7 +321,7 @@ var tables = []Table{
 			peer("rueidislock (KeyMajority 1)", "redis:Interleaved",
 				"A set-and-read script and a delete script: 2 round trips.").units("p50 µs", "1key/rueidislock-p50-µs").optional(),
 		}},
-	{Class: "Redis", Title: "One key, lock + release, libraries taking turns cycle by cycle (BenchmarkPaired): p50",
+	{Class: "Redis", Title: "One key, lock + release, libraries taking turns cycle by cycle (BenchmarkPaired)",
 		Cols: []Col{{Head: "p50 µs", Better: -1}, {Head: "mean µs"}},
 		Rows: []Row{
 			ours("redislock Acquire/Release", "redis:Paired",
@@ -331,7 +331,7 @@ var tables = []Table{
 			peer("bsm/redislock (LinearBackoff 100 ms)", "redis:Paired",
 				"An obtain script and a release script: 2 round trips.").units("p50 µs", "bsm-linear100ms-p50-µs", "mean µs", "bsm-linear100ms-mean-µs"),
 		}},
-	{Class: "Redis", Title: "Valkey 8.1 (SET … IFEQ): one key, lock + release, libraries taking turns cycle by cycle (BenchmarkPaired): p50",
+	{Class: "Redis", Title: "Valkey 8.1 (SET … IFEQ): one key, lock + release, libraries taking turns cycle by cycle (BenchmarkPaired)",
 		Cols: []Col{{Head: "p50 µs", Better: -1}, {Head: "mean µs"}},
 		Rows: []Row{
 			ours("redislock Acquire/Release", "valkey:Paired",
