@@ -321,26 +321,10 @@ var tables = []Table{
 			peer("rueidislock (KeyMajority 1)", "redis:Interleaved",
 				"A set-and-read script and a delete script: 2 round trips.").units("p50 µs", "1key/rueidislock-p50-µs").optional(),
 		}},
-	{Class: "Redis", Title: "One key, lock + release, libraries taking turns cycle by cycle (BenchmarkPaired)",
-		Cols: []Col{{Head: "p50 µs", Better: -1}, {Head: "mean µs"}},
-		Rows: []Row{
-			ours("redislock Acquire/Release", "redis:Paired",
-				"An acquire script and a release script: 2 round trips.").units("p50 µs", "caesura-p50-µs", "mean µs", "caesura-mean-µs"),
-			peer("redsync v4 (default)", "redis:Paired",
-				"SET NX with an expiry and a release script: 2 round trips.").units("p50 µs", "redsync-default-p50-µs", "mean µs", "redsync-default-mean-µs"),
-			peer("bsm/redislock (LinearBackoff 100 ms)", "redis:Paired",
-				"An obtain script and a release script: 2 round trips.").units("p50 µs", "bsm-linear100ms-p50-µs", "mean µs", "bsm-linear100ms-mean-µs"),
-		}},
-	{Class: "Redis", Title: "Valkey 8.1 (SET … IFEQ): one key, lock + release, libraries taking turns cycle by cycle (BenchmarkPaired)",
-		Cols: []Col{{Head: "p50 µs", Better: -1}, {Head: "mean µs"}},
-		Rows: []Row{
-			ours("redislock Acquire/Release", "valkey:Paired",
-				"The acquire script and a conditional SET: 2 round trips.").units("p50 µs", "caesura-p50-µs", "mean µs", "caesura-mean-µs").optional(),
-			peer("redsync v4 (default)", "valkey:Paired",
-				"SET NX with an expiry and a release script: 2 round trips.").units("p50 µs", "redsync-default-p50-µs", "mean µs", "redsync-default-mean-µs").optional(),
-			peer("bsm/redislock (LinearBackoff 100 ms)", "valkey:Paired",
-				"An obtain script and a release script: 2 round trips.").units("p50 µs", "bsm-linear100ms-p50-µs", "mean µs", "bsm-linear100ms-mean-µs").optional(),
-		}},
+	paired("redis", "One key, lock + release, libraries taking turns cycle by cycle (BenchmarkPaired)",
+		"An acquire script and a release script: 2 round trips.", false),
+	paired("valkey", "Valkey 8.1 (SET … IFEQ): one key, lock + release, libraries taking turns cycle by cycle (BenchmarkPaired)",
+		"The acquire script and a conditional SET: 2 round trips.", true),
 	{Class: "Redis", Title: "Valkey 8.1 (SET … IFEQ): uncontended acquire + release, one goroutine, distinct keys",
 		Cols: []Col{{Head: "µs", Unit: "ns/op", Scale: 1e-3, Better: -1}, allocsCol, {Head: "commands", Unit: "cmds/op"}, {Head: "server µs", Unit: "server-µs/op"}},
 		Rows: []Row{
@@ -782,4 +766,24 @@ var peerSettings = []peerSetting{
 	{"Redis", "rueidislock", "KeyMajority 1, NoLoopTracking, KeyValidity 8 s", "its README's setting for one Redis server; waiting is push-based, so there is no delay to tune"},
 	{"PostgreSQL", "pg_advisory_lock/unlock", "a connection pinned per worker for the whole run", "the best case: no pool, no library"},
 	{"etcd", "concurrency.Mutex", "a session per worker (TTL 10 s)", "defaults: it has no option that changes its speed (the session TTL only bounds a crashed holder), so default and best are the same"},
+}
+
+// paired is the table of BenchmarkPaired in set, with why for caesura's
+// row; optional marks every row optional.
+func paired(set, title, why string, optional bool) Table {
+	row := func(r Row, lib string) Row {
+		r = r.units("p50 µs", lib+"-p50-µs", "mean µs", lib+"-mean-µs")
+		if optional {
+			r = r.optional()
+		}
+		return r
+	}
+	bench := set + ":Paired"
+	return Table{Class: "Redis", Title: title,
+		Cols: []Col{{Head: "p50 µs", Better: -1}, {Head: "mean µs"}},
+		Rows: []Row{
+			row(ours("redislock Acquire/Release", bench, why), "caesura"),
+			row(peer("redsync v4 (default)", bench, "SET NX with an expiry and a release script: 2 round trips."), "redsync-default"),
+			row(peer("bsm/redislock (LinearBackoff 100 ms)", bench, "An obtain script and a release script: 2 round trips."), "bsm-linear100ms"),
+		}}
 }
