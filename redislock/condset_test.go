@@ -92,12 +92,7 @@ func recording(t *testing.T, s *server) (*redislock.Locker, *sent) {
 	c := s.client(t)
 	rec := &sent{}
 	c.AddHook(rec)
-	l, err := redislock.New(c, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	return l, rec
+	return newLocker(t, c, nil), rec
 }
 
 func TestConformanceValkey(t *testing.T) {
