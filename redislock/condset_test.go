@@ -67,7 +67,8 @@ func (s *sent) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Process
 }
 
 // take returns the commands sent since the last take, as "fcall" for a
-// function call and "set-ifeq" for a conditional SET.
+// function call, "set-ifeq" for a conditional SET and "set-nx" for a SET
+// … NX.
 func (s *sent) take() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -78,6 +79,8 @@ func (s *sent) take() []string {
 			out = append(out, "fcall")
 		case strings.HasPrefix(c, "set ") && strings.Contains(c, " ifeq "):
 			out = append(out, "set-ifeq")
+		case strings.HasPrefix(c, "set ") && strings.HasSuffix(c, " nx"):
+			out = append(out, "set-nx")
 		default:
 			out = append(out, c)
 		}

@@ -72,8 +72,12 @@
 // short; renewal needs the quorum too. Its waiters re-try with a randomized
 // backoff (1ms doubling to 50ms, bounded by the holder's remaining lease)
 // rather than the FIFO hand-off, and its Helds ([*RedlockHeld]) carry no
-// fencing token. The usual caveats of Redlock apply (Kleppmann): it assumes
-// bounded clock drift and pauses.
+// fencing token. On each master, a one-key lock whose key is missing there
+// is taken by one plain SET … NX, as redsync does, and its release deletes
+// the key (a GET and a DEL in the release script); a key at which a Locker
+// of [New] keeps its fencing counter goes through the acquire script
+// instead (a round trip more). The usual caveats of Redlock apply
+// (Kleppmann): it assumes bounded clock drift and pauses.
 //
 // # Layout in Redis
 //

@@ -133,6 +133,27 @@ func (c *conn) condRelease(ctx context.Context, key string, val []byte, next uin
 	return false, false, nil
 }
 
+// plainAcquire tries to take one missing key of a Redlock master with SET
+// key tok0 PX ttl NX: one plain command where the acquire script costs the
+// server a GET and a SET inside a script, as redsync's acquire is. The value
+// is the token and a fencing token of 0 (Redlock issues none; see
+// scripts.go). done is false when the script must decide: the key exists
+// (held, or free with the counter that a Locker of [New] keeps), or the
+// server refused the command; a network error is done, with err.
+func (c *conn) plainAcquire(ctx context.Context, key, tok0 string, ttlMs any) (ok, done bool, err error) {
+	if c.do == nil {
+		return false, false, nil
+	}
+	err = c.do.Do(ctx, "SET", key, tok0, "PX", ttlMs, "NX").Err()
+	switch {
+	case err == nil:
+		return true, true, nil
+	case errors.Is(err, redis.Nil), isServerError(err):
+		return false, false, nil
+	}
+	return false, true, err
+}
+
 // condSetRefused reports whether an error reply to a conditional SET says
 // the server will never take it: a generic error ("ERR syntax error" before
 // Redis 8.4 and Valkey 8.1; a proxy's "ERR unknown option"). Errors with a

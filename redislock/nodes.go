@@ -249,13 +249,27 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 			return nil, caesura.NotAcquired(keys[0], context.Cause(ctx))
 		}
 		tok := l.token()
+		var tok0 string // a missing key's value when a plain SET takes it
+		if len(keys) == 1 {
+			tok0 = tok + "0"
+		}
 		start := time.Now()
 		var mu sync.Mutex
 		ok, failed := 0, 0
 		var rem time.Duration
 		nctx, cancel := l.nodeCtx(ctx)
 		errs := l.onNodes(func(_ int, c *conn) error {
-			granted, _, r, err := l.runAcquire(nctx, c, keys, tok, false)
+			var (
+				granted, done bool
+				r             time.Duration
+				err           error
+			)
+			if len(keys) == 1 {
+				granted, done, err = c.plainAcquire(nctx, keys[0], tok0, l.ttlArg)
+			}
+			if !done {
+				granted, _, r, err = l.runAcquire(nctx, c, keys, tok, false)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -3,6 +3,7 @@ package redislock_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -132,13 +133,96 @@ func TestRedlockBatch(t *testing.T) {
 	}
 }
 
-// TestRedlockReleaseKeepsTokens: a Redlock release, which cannot send the
-// next fencing token (each master counts on its own), frees the key on
-// every master keeping that master's next token and the key's expiry.
+// TestRedlockPlainCycle: a Redlock lock whose key is missing on a master
+// is taken there by one plain SET … NX (value: the token and a fence of 0,
+// as Redlock counts no fencing tokens), and its release deletes the key, so
+// the next acquisition is a plain SET again.
+func TestRedlockPlainCycle(t *testing.T) {
+	var servers []*server
+	var clients []redislock.Client
+	var recs []*sent
+	for range 3 {
+		s := startServer(t)
+		c := s.client(t)
+		rec := &sent{}
+		c.AddHook(rec)
+		servers, clients, recs = append(servers, s), append(clients, c), append(recs, rec)
+	}
+	l, err := redislock.NewRedlock(clients, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	ctx := ctxT(t, 10*time.Second)
+	expect := func(what string, want ...string) {
+		t.Helper()
+		for i, rec := range recs {
+			if got := rec.take(); !slices.Equal(got, want) {
+				t.Errorf("server %d: %s sent %q, want %q", i, what, got, want)
+			}
+		}
+	}
+	cycle := func(name string) {
+		t.Helper()
+		h, err := l.Mutex(name).Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle("warm") // loads the library on every master
+	recs[0].take()
+	recs[1].take()
+	recs[2].take()
+
+	m := l.Mutex("plain")
+	for round := range 2 {
+		h, err := m.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expect("an acquisition of a missing key", "set-nx")
+		for i, s := range servers {
+			c := s.client(t)
+			if st := readState(ctx, c, m.Key()); st.owner == "" || st.fence != "0" {
+				t.Errorf("round %d, server %d: state %+v while held, want an owner and fence 0", round, i, st)
+			}
+			if ttl := c.PTTL(ctx, m.Key()).Val(); ttl <= 0 {
+				t.Errorf("round %d, server %d: the held key has no expiry (%v)", round, i, ttl)
+			}
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		expect("the release", "fcall")
+		for i, s := range servers {
+			if n := s.client(t).Exists(ctx, m.Key()).Val(); n != 0 {
+				t.Errorf("round %d, server %d: the key is still there after the release", round, i)
+			}
+		}
+	}
+}
+
+// TestRedlockReleaseKeepsTokens: where a master keeps a fencing counter at
+// the key (a Locker of New used the lock there), a Redlock acquisition
+// falls back to the script after its SET … NX, and the release, which
+// cannot send the next fencing token (each master counts on its own),
+// frees the key keeping that master's next token and the key's expiry.
 func TestRedlockReleaseKeepsTokens(t *testing.T) {
 	l, servers := redlock(t, 3, nil)
 	ctx := ctxT(t, 10*time.Second)
 	m := l.Mutex("tokens")
+	for _, s := range servers {
+		h, err := newLocker(t, s.client(t), nil).Mutex("tokens").Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h, err := m.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -147,8 +231,8 @@ func TestRedlockReleaseKeepsTokens(t *testing.T) {
 	for i, s := range servers {
 		st := readState(ctx, s.client(t), m.Key())
 		f, err := strconv.ParseUint(st.fence, 10, 64)
-		if st.owner == "" || err != nil {
-			t.Fatalf("server %d: state %+v after the acquisition", i, st)
+		if st.owner == "" || err != nil || f < 1e15 {
+			t.Fatalf("server %d: state %+v after the acquisition, want the master's counter", i, st)
 		}
 		fences[i] = f
 	}
@@ -164,5 +248,67 @@ func TestRedlockReleaseKeepsTokens(t *testing.T) {
 		if ttl := c.PTTL(ctx, m.Key()).Val(); ttl <= 0 {
 			t.Errorf("server %d: the free key has no expiry (%v)", i, ttl)
 		}
+	}
+}
+
+// TestRedlockHandOffFence: a Locker of New that queues behind a Redlock
+// holder on the same server (the holder's value has a fence of 0) gets, at
+// the hand-off, a fencing token above every earlier one of the key, as
+// after a missing key: not 1.
+func TestRedlockHandOffFence(t *testing.T) {
+	s := startServer(t)
+	single := newLocker(t, s.client(t), &redislock.Options{Recheck: 10 * time.Second})
+	red, err := redislock.NewRedlock([]redislock.Client{s.client(t)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { red.Close() })
+	ctx := ctxT(t, 10*time.Second)
+	c := s.client(t)
+
+	h, err := single.Mutex("mixed").Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := h.(caesura.Fenced).Token()
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := lapse(ctx, c, single.Mutex("mixed").Key()); err != nil {
+		t.Fatal(err)
+	}
+	rh, err := red.Mutex("mixed").Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := readState(ctx, c, red.Mutex("mixed").Key()); st.fence != "0" {
+		t.Fatalf("Redlock holder's state %+v, want fence 0", st)
+	}
+	got := make(chan caesura.Held, 1)
+	go func() {
+		h, err := single.Mutex("mixed").Acquire(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- h
+	}()
+	for readState(ctx, c, red.Mutex("mixed").Key()).queued == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the waiter never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := rh.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wh := <-got
+	if wh == nil {
+		t.FailNow()
+	}
+	if after := wh.(caesura.Fenced).Token(); after <= before {
+		t.Errorf("handed-on fencing token %d, not above the key's earlier %d", after, before)
+	}
+	if err := wh.Release(ctx); err != nil {
+		t.Error(err)
 	}
 }

@@ -12,6 +12,14 @@ package redislock
 //	queued  as held, then "|", the FIFO wait queue, "|" and the channel
 //	        prefix of the waiters' Lockers
 //
+// A Redlock master's key that was missing is taken by a plain SET … NX
+// (conn.plainAcquire) with the fencing token 0: Redlock issues no fencing
+// tokens, and a plain command cannot count. A release deletes a key held
+// with fence 0, so that the next Redlock acquisition finds it missing and
+// takes it with a plain SET again; a hand-off from it (to a Locker of New
+// queued on the same server) starts from the server clock, as for a
+// missing key, so fencing tokens never go back.
+//
 // Values this version does not write read as missing, so that keys left
 // by earlier versions (which judged leases by the server clock and kept
 // counters from 1) are replaced, not misread: a free value under 16 digits
@@ -206,12 +214,14 @@ end
 local function free(i)
   purge(i)
   local q = Q[i]
+  local f = F[i] + 1
+  if f == 1 then f = time()[2] end -- taken by Redlock's plain SET: no counter
   if q == '' then
-    O[i], F[i], P[i] = '', F[i] + 1, 'keep'
+    O[i], F[i], P[i] = '', f, 'keep'
     return
   end
   local gt = string.sub(q, 1, 32)
-  F[i], O[i], P[i], Q[i] = F[i] + 1, gt, tonumber(string.sub(q, 46, 55)), string.sub(q, W + 1)
+  F[i], O[i], P[i], Q[i] = f, gt, tonumber(string.sub(q, 46, 55)), string.sub(q, W + 1)
   redis.call('PUBLISH', C[i] .. string.sub(gt, 1, 8), gt .. ':' .. digits(F[i]) .. ':' .. KEYS[i])
 end
 
@@ -370,7 +380,12 @@ do
   end
   if fast then
     for i = 1, n do
-      redis.call('SET', KEYS[i], digits(tonumber(string.sub(vs[i], 33)) + 1), 'KEEPTTL')
+      local f = string.sub(vs[i], 33)
+      if f == '0' then
+        redis.call('DEL', KEYS[i])
+      else
+        redis.call('SET', KEYS[i], digits(tonumber(f) + 1), 'KEEPTTL')
+      end
     end
     return 1
   end
