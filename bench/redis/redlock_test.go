@@ -2,6 +2,7 @@ package redisbench
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -92,6 +93,34 @@ func BenchmarkRedlock(b *testing.B) {
 			i++
 		}
 		report(b, cnt, i)
+	})
+	// The two one-key cycles turn about, cycle by cycle (see paired): the
+	// ratio of their p50s holds still where the rows above move with the
+	// machine. Run with -benchtime 1x.
+	b.Run("1key/paired", func(b *testing.B) {
+		rl := caesuraLocker(b, &counter{})
+		rs := redsyncOf(b, &counter{})
+		paired(b, []string{"caesura-redlock3", "redsync-3pools"}, []lockFunc{
+			func(ctx context.Context, key string) (func(context.Context) error, error) {
+				h, err := rl.Mutex(key).Acquire(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return h.Release, nil
+			},
+			func(ctx context.Context, key string) (func(context.Context) error, error) {
+				m := rs.NewMutex(key, redsync.WithExpiry(ttl))
+				if err := m.LockContext(ctx); err != nil {
+					return nil, err
+				}
+				return func(ctx context.Context) error {
+					if ok, err := m.UnlockContext(ctx); !ok || err != nil {
+						return fmt.Errorf("redsync unlock: %v, %w", ok, err)
+					}
+					return nil
+				}, nil
+			},
+		})
 	})
 	b.Run("8keys/caesura-redlock3-batch", func(b *testing.B) {
 		cnt := &counter{}
