@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -201,6 +202,33 @@ func TestRedlockPlainCycle(t *testing.T) {
 			if n := s.client(t).Exists(ctx, m.Key()).Val(); n != 0 {
 				t.Errorf("round %d, server %d: the key is still there after the release", round, i)
 			}
+		}
+	}
+}
+
+// TestRedlockWithdrawDeletes: an attempt that falls short of a quorum gives
+// back what it got, and a key it took with a plain SET is deleted, not left
+// with a counter that would send the next acquisition there through the
+// script.
+func TestRedlockWithdrawDeletes(t *testing.T) {
+	l, servers := redlock(t, 3, nil)
+	ctx := ctxT(t, 10*time.Second)
+	m := l.Mutex("short")
+	other := strings.Repeat("f", 32) + "5" // another holder, on servers 1 and 2
+	for _, s := range servers[1:] {
+		if err := s.client(t).Set(ctx, m.Key(), other, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.TryAcquire(ctx); !errors.Is(err, caesura.ErrNotAcquired) {
+		t.Fatalf("TryAcquire with a majority taken: got %v, want ErrNotAcquired", err)
+	}
+	if n := servers[0].client(t).Exists(ctx, m.Key()).Val(); n != 0 {
+		t.Errorf("server 0 keeps the key after the withdrawal: %q", servers[0].client(t).Get(ctx, m.Key()).Val())
+	}
+	for i, s := range servers[1:] {
+		if v := s.client(t).Get(ctx, m.Key()).Val(); v != other {
+			t.Errorf("server %d: the other holder's value became %q", i+1, v)
 		}
 	}
 }

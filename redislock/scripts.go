@@ -14,11 +14,11 @@ package redislock
 //
 // A Redlock master's key that was missing is taken by a plain SET … NX
 // (conn.plainAcquire) with the fencing token 0: Redlock issues no fencing
-// tokens, and a plain command cannot count. A release deletes a key held
-// with fence 0, so that the next Redlock acquisition finds it missing and
-// takes it with a plain SET again; a hand-off from it (to a Locker of New
-// queued on the same server) starts from the server clock, as for a
-// missing key, so fencing tokens never go back.
+// tokens, and a plain command cannot count. A release or a withdrawal
+// deletes a key held with fence 0, so that the next Redlock acquisition
+// finds it missing and takes it with a plain SET again; a hand-off from it
+// (to a Locker of New queued on the same server) starts from the server
+// clock, as for a missing key, so fencing tokens never go back.
 //
 // Values this version does not write read as missing, so that keys left
 // by earlier versions (which judged leases by the server clock and kept
@@ -139,9 +139,10 @@ end
 // F (the owner's fencing token; when free, the next one; nil when missing),
 // Q (the queue) and C (the channel prefix of a queue), and defines the
 // general paths' operations, which mark what they change in P: the lease in
-// ms a key gets (PX), or 'keep' to keep its expiry. time() returns the
-// server time in ms (for queue deadlines) and in µs (a missing key's first
-// token), reading the clock on first use. It needs digits defined before it.
+// ms a key gets (PX), 'keep' to keep its expiry, or 'del' to delete it.
+// time() returns the server time in ms (for queue deadlines) and in µs (a
+// missing key's first token), reading the clock on first use. It needs
+// digits defined before it.
 const funcs = `
 local tok, ttl, qttl, ch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local W = 55
@@ -182,7 +183,9 @@ end
 local function flush()
   for i = 1, n do
     local p = P[i]
-    if p then
+    if p == 'del' then
+      redis.call('DEL', KEYS[i])
+    elseif p then
       if O[i] == '' then
         redis.call('SET', KEYS[i], digits(F[i]), 'KEEPTTL')
       else
@@ -214,12 +217,16 @@ end
 local function free(i)
   purge(i)
   local q = Q[i]
-  local f = F[i] + 1
-  if f == 1 then f = time()[2] end -- taken by Redlock's plain SET: no counter
   if q == '' then
-    O[i], F[i], P[i] = '', f, 'keep'
+    if F[i] == 0 then -- taken by Redlock's plain SET: no counter to keep
+      O[i], P[i] = '', 'del'
+    else
+      O[i], F[i], P[i] = '', F[i] + 1, 'keep'
+    end
     return
   end
+  local f = F[i] + 1
+  if f == 1 then f = time()[2] end -- from a plain SET's 0: start as a missing key
   local gt = string.sub(q, 1, 32)
   F[i], O[i], P[i], Q[i] = f, gt, tonumber(string.sub(q, 46, 55)), string.sub(q, W + 1)
   redis.call('PUBLISH', C[i] .. string.sub(gt, 1, 8), gt .. ':' .. digits(F[i]) .. ':' .. KEYS[i])
