@@ -94,6 +94,7 @@ func writeOthers(w io.Writer, rs *Results, ts []Table, class string) {
 	if len(keys) == 0 {
 		return
 	}
+	slices.Sort(keys) // the order of a run's results follows its shuffled sets
 	fmt.Fprintf(w, "#### Further results (no table row yet)\n\n")
 	fmt.Fprintf(w, "Measured by the bench module but not yet given a row with its explanation; median (min–max) of each metric.\n\n")
 	fmt.Fprintf(w, "| benchmark | metrics |\n|---|---|\n")

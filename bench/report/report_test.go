@@ -445,3 +445,29 @@ func TestMeta(t *testing.T) {
 		t.Errorf("readMeta of a missing file: %v, want nil", err)
 	}
 }
+
+// TestCommittedLinks: every chart the committed BENCHMARKS.md shows is
+// where the link says, relative to the file (a report written elsewhere
+// and copied in links its charts relative to where it was written).
+func TestCommittedLinks(t *testing.T) {
+	const md = "../../BENCHMARKS.md"
+	b, err := os.ReadFile(md)
+	if err != nil {
+		t.Skip(err)
+	}
+	n := 0
+	for line := range strings.Lines(string(b)) {
+		_, rest, ok := strings.Cut(line, "](")
+		if !ok || !strings.HasPrefix(line, "![") {
+			continue
+		}
+		link, _, _ := strings.Cut(rest, ")")
+		n++
+		if _, err := os.Stat(filepath.Join(filepath.Dir(md), link)); err != nil {
+			t.Errorf("BENCHMARKS.md shows %s: %v", link, err)
+		}
+	}
+	if n == 0 {
+		t.Error("BENCHMARKS.md shows no chart")
+	}
+}
