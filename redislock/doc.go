@@ -116,8 +116,14 @@
 // EVAL when the server lacks one), after one refused try per Locker and
 // server; a refusal that may pass (a replica, a server loading its data)
 // sends only that call to the cached script. So an ACL user of a Locker
-// needs fcall and function|load, or evalsha and eval, besides set,
-// subscribe, the keys under Prefix and the channels under Prefix.
+// needs fcall and function|load (or evalsha and eval), and set, get, mget,
+// del, pttl, pexpire, time, publish and subscribe, since Redis checks the
+// commands a script calls too, on the keys and channels under Prefix:
+//
+//	ACL SETUSER locker on >password resetkeys resetchannels ~caesura:redis:* &caesura:redis:* -@all +fcall +function|load +set +get +mget +del +pttl +pexpire +time +publish +subscribe
+//
+// (TestLeastACL runs the conformance suite as such a user, and fails
+// without any one of these commands.)
 //
 // # Conditional release
 //

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caesura-go/caesura"
 	"github.com/caesura-go/caesura/redislock"
 )
 
@@ -200,4 +201,72 @@ func userClient(t *testing.T, s *server, user string) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Username: user, Password: "any", MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestLeastACL runs the conformance suite, a lock held past two leases and
+// a Redlock cycle, as users
+// granted no more than the package documentation lists: the keys and
+// channels under the Prefix and its commands, once through functions and
+// once through cached scripts (each command in the list is needed: the
+// test fails without any one of them). Nothing else may be refused (ACL LOG),
+// beyond the one FCALL of the user without it.
+func TestLeastACL(t *testing.T) {
+	s := startServer(t)
+	admin := s.client(t)
+	ctx := ctxT(t, 60*time.Second)
+	common := []any{"+set", "+get", "+mget", "+del", "+pexpire", "+pttl", "+time", "+publish", "+subscribe"}
+	for _, tc := range []struct {
+		user    string
+		run     []any
+		refused int // ACL LOG entries the fallback to cached scripts costs
+	}{
+		{"least-functions", []any{"+fcall", "+function|load"}, 0},
+		{"least-scripts", []any{"+evalsha", "+eval"}, 1},
+	} {
+		t.Run(tc.user, func(t *testing.T) {
+			args := []any{"ACL", "SETUSER", tc.user, "reset", "on", "nopass",
+				"~" + redislock.DefaultPrefix + "*", "&" + redislock.DefaultPrefix + "*"}
+			args = append(append(args, tc.run...), common...)
+			for _, cmd := range [][]any{args, {"ACL", "LOG", "RESET"}, {"FUNCTION", "FLUSH"}} {
+				if err := admin.Do(ctx, cmd...).Err(); err != nil {
+					t.Fatal(cmd[:2], err)
+				}
+			}
+			l := newLocker(t, userClient(t, s, tc.user), &redislock.Options{TTL: time.Second})
+			conformance(t, l, admin)
+			// Held past two leases: renewed.
+			h, err := l.Mutex("renewed").Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2500 * time.Millisecond)
+			if err := h.(caesura.Lossy).Lost().Err(); err != nil {
+				t.Fatalf("lost while held past two leases: %v", context.Cause(h.(caesura.Lossy).Lost()))
+			}
+			if err := h.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rl, err := redislock.NewRedlock([]redislock.Client{userClient(t, s, tc.user)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { rl.Close() })
+			for _, name := range []string{"redlock", "redlock"} {
+				h, err := rl.Mutex(name).Acquire(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := h.Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			entries, err := admin.Do(ctx, "ACL", "LOG").Slice()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(entries) != tc.refused {
+				t.Errorf("ACL LOG has %d entries, want %d: %v", len(entries), tc.refused, entries)
+			}
+		})
+	}
 }
