@@ -74,10 +74,12 @@
 // rather than the FIFO hand-off, and its Helds ([*RedlockHeld]) carry no
 // fencing token. On each master, a one-key lock whose key is missing there
 // is taken by one plain SET … NX, as redsync does, and its release deletes
-// the key (a GET and a DEL in the release script); a key at which a Locker
-// of [New] keeps its fencing counter goes through the acquire script
-// instead (a round trip more). The usual caveats of Redlock apply
-// (Kleppmann): it assumes bounded clock drift and pauses.
+// the key (a GET and a DEL in the release script). A key that keeps a
+// fencing counter (a Locker of [New] used it, or a Redlock batch, whose
+// script counts as New's does) goes through the acquire script after the
+// SET, a round trip more, until it goes unused for a lease and expires.
+// The usual caveats of Redlock apply (Kleppmann): it assumes bounded clock
+// drift and pauses.
 //
 // # Layout in Redis
 //
