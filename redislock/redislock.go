@@ -350,6 +350,11 @@ func (l *Locker) release(ctx context.Context, hs []*Held) []error {
 		done bool
 	)
 	var next, tok any = nil, hs[0].tok
+	if len(hs) == 1 && l.nodes != nil {
+		// The value a plain SET wrote on the masters where the key was
+		// missing (see plainAcquire), which the script compares whole.
+		tok = hs[0].tok + "0"
+	}
 	if len(hs) == 1 && l.nodes == nil {
 		// The key's value while held, which the script's fast path
 		// compares whole (an equality of two Lua strings costs the server

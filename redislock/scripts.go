@@ -352,9 +352,13 @@ return {0, block, rem}
 // fence with one SET (GET returns what it replaced; KEEPTTL keeps the
 // expiry) and is done if it replaced the caller's own value, which ARGV[1]
 // then is: the key was held by the caller without a queue. Otherwise it
-// puts back what it replaced, or the general path writes the key. Without the next fence (several keys, or Redlock, whose masters
-// count apart), keys the token owns without a queue take one read (GET or
-// MGET) and a SET each, the script computing the next fences.
+// puts back what it replaced, or the general path writes the key. For one
+// Redlock key, ARGV[1] is the value a plain SET wrote (the token, then
+// fence 0: 33 bytes), and a GET that finds it is followed by a DEL, as in
+// redsync's release; any other value goes to the general path. Without
+// the next fence (several keys, or Redlock, whose masters count apart),
+// keys the token owns without a queue take one read (GET or MGET) and a SET
+// each, the script computing the next fences.
 var releaseScript = newScript(`
 local vs, dirty
 if #KEYS == 1 and ARGV[2] then
@@ -372,6 +376,13 @@ if #KEYS == 1 and ARGV[2] then
   elseif string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then
     return v
   end
+elseif #KEYS == 1 and #ARGV[1] == 33 then
+  local v = redis.pcall('GET', KEYS[1])
+  if v == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+  if not (v and v.err) then vs = {v} end
 end
 ` + read("") + digits + `
 ARGV[1] = string.sub(ARGV[1], 1, 32)
