@@ -354,8 +354,7 @@ func (l *Locker) release(ctx context.Context, hs []*Held) []error {
 		// The value a plain SET wrote on the masters where the key was
 		// missing (see plainAcquire), which the script compares whole.
 		tok = hs[0].tok + "0"
-	}
-	if len(hs) == 1 && l.nodes == nil {
+	} else if len(hs) == 1 {
 		// The key's value while held, which the script's fast path
 		// compares whole (an equality of two Lua strings costs the server
 		// less than cutting out the token first), and the next fence,

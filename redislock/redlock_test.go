@@ -137,7 +137,8 @@ func TestRedlockBatch(t *testing.T) {
 // TestRedlockPlainCycle: a Redlock lock whose key is missing on a master
 // is taken there by one plain SET … NX (value: the token and a fence of 0,
 // as Redlock counts no fencing tokens), and its release deletes the key, so
-// the next acquisition is a plain SET again.
+// the next acquisition is a plain SET again; so does a batch release of
+// such locks.
 func TestRedlockPlainCycle(t *testing.T) {
 	var servers []*server
 	var clients []redislock.Client
@@ -202,6 +203,27 @@ func TestRedlockPlainCycle(t *testing.T) {
 			if n := s.client(t).Exists(ctx, m.Key()).Val(); n != 0 {
 				t.Errorf("round %d, server %d: the key is still there after the release", round, i)
 			}
+		}
+	}
+
+	// Locks taken one by one and given back in one batch, as caesura.Run
+	// gives back a scope's locks, are deleted too: one release per lock,
+	// since a batch releases each acquisition's token apart.
+	var hs []caesura.Held
+	for _, name := range []string{"one", "two"} {
+		h, err := l.Mutex(name).Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	if err := l.ReleaseBatch(ctx, hs); err != nil {
+		t.Fatal(err)
+	}
+	expect("two acquisitions and a batch release", "set-nx", "set-nx", "fcall", "fcall")
+	for i, s := range servers {
+		if n := s.client(t).Exists(ctx, l.Mutex("one").Key(), l.Mutex("two").Key()).Val(); n != 0 {
+			t.Errorf("server %d: %d of the batch's keys are still there after the release", i, n)
 		}
 	}
 }

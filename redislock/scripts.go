@@ -398,12 +398,7 @@ do
   end
   if fast then
     for i = 1, n do
-      local f = string.sub(vs[i], 33)
-      if f == '0' then
-        redis.call('DEL', KEYS[i])
-      else
-        redis.call('SET', KEYS[i], digits(tonumber(f) + 1), 'KEEPTTL')
-      end
+      redis.call('SET', KEYS[i], digits(tonumber(string.sub(vs[i], 33)) + 1), 'KEEPTTL')
     end
     return 1
   end
