@@ -249,9 +249,9 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 			return nil, caesura.NotAcquired(keys[0], context.Cause(ctx))
 		}
 		tok := l.token()
-		var tok0 string // a missing key's value when a plain SET takes it
+		var val string // a missing key's value when a plain SET takes it
 		if len(keys) == 1 {
-			tok0 = tok + "0"
+			val = plainValue(tok)
 		}
 		start := time.Now()
 		var mu sync.Mutex
@@ -265,7 +265,7 @@ func (l *Locker) redlockAcquire(ctx context.Context, ms []*Mutex, wait bool) ([]
 				err           error
 			)
 			if len(keys) == 1 {
-				granted, done, err = c.plainAcquire(nctx, keys[0], tok0, l.ttlArg)
+				granted, done, err = c.plainAcquire(nctx, keys[0], val, l.ttlArg)
 			}
 			if !done {
 				granted, _, r, err = l.runAcquire(nctx, c, keys, tok, false)

@@ -353,7 +353,7 @@ func (l *Locker) release(ctx context.Context, hs []*Held) []error {
 	if len(hs) == 1 && l.nodes != nil {
 		// The value a plain SET wrote on the masters where the key was
 		// missing (see plainAcquire), which the script compares whole.
-		tok = hs[0].tok + "0"
+		tok = plainValue(hs[0].tok)
 	} else if len(hs) == 1 {
 		// The key's value while held, which the script's fast path
 		// compares whole (an equality of two Lua strings costs the server
