@@ -399,14 +399,14 @@ var tables = []Table{
 				"SET NX and the release script on the 3 pools in parallel, a majority needed: 2 round trips of wall time.").optional(),
 		}},
 	{Class: "Redis", Title: "Redlock over 3 servers: one key, acquire + release, libraries taking turns cycle by cycle",
-		Cols: []Col{{Head: "p50 µs", Better: -1}, {Head: "mean µs"}},
+		Cols: pairedCols,
 		Rows: []Row{
 			ours("redislock NewRedlock, 3 servers", "redis:Redlock/1key/paired",
 				"A plain SET NX where the key is missing, and the release script (GET and DEL), on the 3 servers in parallel.").
-				units("p50 µs", "caesura-redlock3-p50-µs", "mean µs", "caesura-redlock3-mean-µs").optional(),
+				pairedRow("caesura-redlock3").optional(),
 			peer("redsync v4, 3 pools (default)", "redis:Redlock/1key/paired",
 				"SET NX and the release script on the 3 pools in parallel.").
-				units("p50 µs", "redsync-3pools-p50-µs", "mean µs", "redsync-3pools-mean-µs").optional(),
+				pairedRow("redsync-3pools").optional(),
 		}},
 	{Class: "Redis", Title: "Redlock over 3 servers: eight keys acquired and released by one goroutine",
 		Cols: []Col{{Head: "acquire µs", Unit: "acquire-µs", Better: -1}, {Head: "acquire + release µs", Unit: "ns/op", Scale: 1e-3, Better: -1}, {Head: "commands (all servers)", Unit: "cmds/op"}},
@@ -778,11 +778,21 @@ var peerSettings = []peerSetting{
 	{"etcd", "concurrency.Mutex", "a session per worker (TTL 10 s)", "defaults: it has no option that changes its speed (the session TTL only bounds a crashed holder), so default and best are the same"},
 }
 
+// pairedCols are the columns of a table of libraries taking turns cycle by
+// cycle (bench/redis's paired helper).
+var pairedCols = []Col{{Head: "p50 µs", Better: -1}, {Head: "mean µs"}}
+
+// pairedRow returns r reading pairedCols from lib's metrics of such a
+// benchmark.
+func (r Row) pairedRow(lib string) Row {
+	return r.units("p50 µs", lib+"-p50-µs", "mean µs", lib+"-mean-µs")
+}
+
 // paired is the table of BenchmarkPaired in set, with why for caesura's
 // row; optional marks every row optional.
 func paired(set, title, why string, optional bool) Table {
 	row := func(r Row, lib string) Row {
-		r = r.units("p50 µs", lib+"-p50-µs", "mean µs", lib+"-mean-µs")
+		r = r.pairedRow(lib)
 		if optional {
 			r = r.optional()
 		}
@@ -790,7 +800,7 @@ func paired(set, title, why string, optional bool) Table {
 	}
 	bench := set + ":Paired"
 	return Table{Class: "Redis", Title: title,
-		Cols: []Col{{Head: "p50 µs", Better: -1}, {Head: "mean µs"}},
+		Cols: pairedCols,
 		Rows: []Row{
 			row(ours("redislock Acquire/Release", bench, why), "caesura"),
 			row(peer("redsync v4 (default)", bench, "SET NX with an expiry and a release script: 2 round trips."), "redsync-default"),
