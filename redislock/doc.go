@@ -58,6 +58,28 @@
 //     back by more than a lease across an expiry, and the tokens before a
 //     failover reached the replica (see below). Tokens are large numbers
 //     (about 1.8e15 in 2026); compare them, do not count on their values.
+//     An unfenced Locker (see below) issues none.
+//
+// # Unfenced Lockers
+//
+// With [Options.Unfenced] a Locker gives up fencing tokens for the cheapest
+// cycle: a one-key lock whose key is missing is taken by one plain SET key
+// token PX ttl NX, as bsm/redislock and redsync take theirs, and its release
+// deletes the key (a GET and a DEL in the release script) instead of
+// keeping the next fencing token there. On Redis 7.0 that takes a one-key
+// lock + release from 60.4k server instructions to 34.2k (bsm/redislock,
+// two scripts: 55.9k; callgrind, 1000 cycles), and from 1.01 to 0.95-0.98
+// times bsm/redislock's p50 per cycle (BenchmarkPaired). Its Helds are
+// [*UnfencedHeld]s; everything but the token stays as above. A lock that is taken when an Acquire comes costs it
+// one round trip more: the SET, then the acquire script that queues it.
+// Unfenced and fenced Lockers may share locks. A key that keeps a fencing
+// counter (a fenced Locker used it) goes through the scripts, which keep
+// the counter, until it goes unused for a lease and expires; a fenced
+// waiter handed a lock from an unfenced holder gets a token from the server
+// clock, as after an expiry, and so does a fenced Locker that finds a key
+// an unfenced Locker deleted. So a fenced Locker's tokens still never go
+// back, as long as the server clock does not step back by more than the
+// time between the two acquisitions.
 //   - Errors: a taken lock (TryAcquire) matches [caesura.ErrNotAcquired]; a
 //     wait ended by the context matches it and the context's error; Redis
 //     unreachable or failing matches [ErrUnavailable] (and not
@@ -71,13 +93,12 @@
 // attempt's time minus Drift), and gives back whatever it got when it falls
 // short; renewal needs the quorum too. Its waiters re-try with a randomized
 // backoff (1ms doubling to 50ms, bounded by the holder's remaining lease)
-// rather than the FIFO hand-off, and its Helds ([*RedlockHeld]) carry no
-// fencing token. On each master, a one-key lock whose key is missing there
-// is taken by one plain SET … NX, as redsync does, and its release deletes
-// the key (a GET and a DEL in the release script). A key that keeps a
-// fencing counter (a Locker of [New] used it, or a Redlock batch, whose
-// script counts as New's does) goes through the acquire script after the
-// SET, a round trip more, until it goes unused for a lease and expires.
+// rather than the FIFO hand-off, and it is unfenced: its Helds
+// ([*UnfencedHeld]) carry no fencing token, and on each master it takes
+// and frees a one-key lock as an unfenced Locker does (see above). A key
+// that keeps a fencing counter there (a fenced Locker of [New] used it)
+// goes through the acquire script after the SET, a round trip more, until
+// it goes unused for a lease and expires.
 // The usual caveats of Redlock apply (Kleppmann): it assumes bounded clock
 // drift and pauses.
 //
@@ -88,7 +109,8 @@
 // token alone (scripts.go has the format). The lease is the key's expiry
 // (PX), so Redis itself ends a lease nobody renews. A release keeps the next
 // fencing token and the key's expiry, so a lock nobody takes again leaves
-// nothing in Redis once its last lease would have ended. Acquiring or
+// nothing in Redis once its last lease would have ended (an unfenced
+// Locker's release deletes the key at once). Acquiring or
 // releasing a free lock costs the server two commands inside one script (a
 // GET and a SET) or one (a SET with GET); several keys cost one MGET and a
 // SET per key. Requires Redis 6.2 or later (SET with GET). A hash left at a

@@ -49,6 +49,24 @@ type Held struct {
 	idx  int       // index in the scheduler's heap; -1 when not in it
 }
 
+// UnfencedHeld is one acquisition of a [Mutex] of an unfenced Locker
+// ([Options.Unfenced], [NewRedlock]): a [*Held] without the fencing token.
+// It implements [caesura.Lossy].
+type UnfencedHeld struct{ h *Held }
+
+var _ caesura.Lossy = (*UnfencedHeld)(nil)
+
+// Release gives the lock up (on every master, for Redlock); see
+// [Held.Release].
+func (u *UnfencedHeld) Release(ctx context.Context) error { return u.h.Release(ctx) }
+
+// Lost returns a context cancelled when the lock is lost (for Redlock, the
+// quorum); see [Held.Lost].
+func (u *UnfencedHeld) Lost() context.Context { return u.h.Lost() }
+
+// Key returns the lock's key.
+func (u *UnfencedHeld) Key() string { return u.h.key }
+
 // newHelds makes the Helds of a successful acquisition whose request was
 // sent at start (after waiting, if waited), and schedules their renewal.
 func (l *Locker) newHelds(ms []*Mutex, tok string, fences []uint64, start time.Time, waited bool) []*Held {

@@ -23,8 +23,9 @@ import (
 // with a short randomized backoff (bounded by the holder's remaining lease
 // and [Options.Recheck]) instead of the single-Redis FIFO hand-off, which
 // could leave waiters each holding part of the masters; and Helds are
-// [*RedlockHeld]s, which carry no fencing token, since counters on
-// independent masters do not add up to one that always grows.
+// [*UnfencedHeld]s, which carry no fencing token, since counters on
+// independent masters do not add up to one that always grows
+// ([Options.Unfenced] is implied).
 func NewRedlock(clients []Client, opts *Options) (*Locker, error) {
 	if len(clients) == 0 {
 		return nil, errors.New("redislock: Redlock needs at least one client")
@@ -38,7 +39,7 @@ func NewRedlock(clients []Client, opts *Options) (*Locker, error) {
 			cluster = true
 		}
 	}
-	l, err := newLocker(opts, cluster)
+	l, err := newLocker(opts, cluster, true)
 	if err != nil {
 		return nil, err
 	}
@@ -49,21 +50,6 @@ func NewRedlock(clients []Client, opts *Options) (*Locker, error) {
 	l.quorum = len(clients)/2 + 1
 	return l, nil
 }
-
-// RedlockHeld is one acquisition of a Redlock [Mutex]: a [*Held] without
-// the fencing token. It implements [caesura.Lossy].
-type RedlockHeld struct{ h *Held }
-
-var _ caesura.Lossy = (*RedlockHeld)(nil)
-
-// Release gives the lock up on every master; see [Held.Release].
-func (r *RedlockHeld) Release(ctx context.Context) error { return r.h.Release(ctx) }
-
-// Lost returns a context cancelled when the quorum is lost; see [Held.Lost].
-func (r *RedlockHeld) Lost() context.Context { return r.h.Lost() }
-
-// Key returns the lock's key.
-func (r *RedlockHeld) Key() string { return r.h.key }
 
 // onNodes runs f on every master in parallel and returns the errors.
 func (l *Locker) onNodes(f func(i int, c *conn) error) []error {

@@ -21,7 +21,8 @@ func TestParseAcquire(t *testing.T) {
 		{reply: []any{int64(0), int64(1), int64(250)}, n: 1, rem: 250 * time.Millisecond},
 		{reply: []any{int64(0), int64(2), int64(9)}, n: 3, rem: 9 * time.Millisecond},
 		{reply: int64(7), n: 2, bad: true},
-		{reply: int64(0), n: 1, bad: true},
+		{reply: int64(0), n: 1, ok: true, fences: []uint64{0}}, // an unfenced token's
+		{reply: int64(-1), n: 1, bad: true},
 		{reply: "x", n: 1, bad: true},
 		{reply: []any{int64(1), int64(3)}, n: 2, bad: true},
 		{reply: []any{}, n: 1, bad: true},

@@ -62,6 +62,22 @@ type Options struct {
 	// ends), so a lost message costs at most Recheck. Zero means
 	// DefaultRecheck; it is lowered to TTL/4 if above.
 	Recheck time.Duration
+
+	// Unfenced gives up fencing tokens for a cheaper cycle, as the locks
+	// of bsm/redislock and redsync have none: a one-key lock whose key is
+	// missing is taken by one plain SET … NX instead of the acquire
+	// script, and its release deletes the key instead of keeping the next
+	// fencing token there. Helds are then [*UnfencedHeld]s, without a
+	// token; leases, renewal, the loss signal, the FIFO hand-off and
+	// push-based waiting stay as they are. A lock that is taken when an
+	// Acquire comes costs one round trip more (the SET, then the script
+	// that queues). Lockers of both kinds may share locks: a key that
+	// holds a fencing counter is acquired and freed by the scripts, which
+	// keep the counter, and a key that an unfenced Locker deleted starts
+	// from the server clock again, as after an expiry (see the package
+	// documentation, # Guarantees). Lockers of [NewRedlock] are always
+	// unfenced.
+	Unfenced bool
 }
 
 // Locker is a Redis lock backend: it names locks ([Locker.Mutex]) and
@@ -79,6 +95,9 @@ type Locker struct {
 	drift   time.Duration
 	recheck time.Duration
 	cluster bool
+	// unfenced: no fencing tokens (Options.Unfenced, and Redlock). The
+	// Locker's id, and so each of its tokens, starts with unfencedMark.
+	unfenced bool
 
 	// The scripts' constant arguments, converted to any once: a string
 	// converted at each call costs an allocation. chanArg is the prefix of
@@ -101,7 +120,7 @@ func New(client Client, opts *Options) (*Locker, error) {
 		return nil, errors.New("redislock: nil client")
 	}
 	_, cluster := client.(*redis.ClusterClient)
-	l, err := newLocker(opts, cluster)
+	l, err := newLocker(opts, cluster, opts != nil && opts.Unfenced)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +128,7 @@ func New(client Client, opts *Options) (*Locker, error) {
 	return l, nil
 }
 
-func newLocker(opts *Options, cluster bool) (*Locker, error) {
+func newLocker(opts *Options, cluster, unfenced bool) (*Locker, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -146,19 +165,23 @@ func newLocker(opts *Options, cluster bool) (*Locker, error) {
 	// re-checks (plus a second of slack) drop it.
 	qttl := 3*o.Recheck + time.Second
 	id := randomHex("", idLen/2)
+	if unfenced {
+		id = unfencedMark + id[1:]
+	}
 	channel := o.Prefix + "grants:"
 	return &Locker{
-		prefix:  o.Prefix,
-		id:      id,
-		grants:  channel + id,
-		ttl:     o.TTL,
-		drift:   o.Drift,
-		recheck: o.Recheck,
-		cluster: cluster,
-		chanArg: channel,
-		ttlArg:  strconv.FormatInt(o.TTL.Milliseconds(), 10),
-		qttlArg: strconv.FormatInt(qttl.Milliseconds(), 10),
-		waiters: make(map[string]*waiter),
+		prefix:   o.Prefix,
+		id:       id,
+		grants:   channel + id,
+		ttl:      o.TTL,
+		drift:    o.Drift,
+		recheck:  o.Recheck,
+		cluster:  cluster,
+		unfenced: unfenced,
+		chanArg:  channel,
+		ttlArg:   strconv.FormatInt(o.TTL.Milliseconds(), 10),
+		qttlArg:  strconv.FormatInt(qttl.Milliseconds(), 10),
+		waiters:  make(map[string]*waiter),
 	}, nil
 }
 
@@ -191,8 +214,9 @@ func (l *Locker) Mutex(name string) *Mutex {
 
 // Mutex is one named Redis lock. It implements [caesura.Lock],
 // [caesura.TryLocker] and [caesura.BatchLock]; its Helds implement
-// [caesura.Fenced] and [caesura.Lossy]. A Mutex may be acquired by many
-// goroutines at once: each acquisition is its own Held.
+// [caesura.Fenced] and [caesura.Lossy] ([*UnfencedHeld]s of an unfenced
+// Locker only the latter). A Mutex may be acquired by many goroutines at
+// once: each acquisition is its own Held.
 type Mutex struct {
 	l    *Locker
 	name string
@@ -281,16 +305,16 @@ func (l *Locker) AcquireBatch(ctx context.Context, locks []caesura.Lock) ([]caes
 	return l.wrap(out), nil
 }
 
-// wrap returns hs as caesura.Helds: *Held, or *RedlockHeld (no fencing
-// token) for Redlock.
+// wrap returns hs as caesura.Helds: *Held, or *UnfencedHeld (no fencing
+// token) for an unfenced Locker.
 func (l *Locker) wrap(hs []*Held) []caesura.Held {
 	if hs == nil {
 		return nil
 	}
 	out := make([]caesura.Held, len(hs))
 	for i, h := range hs {
-		if l.nodes != nil {
-			out[i] = &RedlockHeld{h: h}
+		if l.unfenced {
+			out[i] = &UnfencedHeld{h: h}
 		} else {
 			out[i] = h
 		}
@@ -306,7 +330,7 @@ func (l *Locker) ReleaseBatch(ctx context.Context, helds []caesura.Held) error {
 	byTok := map[string][]*Held{}
 	var order []string
 	for _, x := range helds {
-		if r, ok := x.(*RedlockHeld); ok && r != nil {
+		if r, ok := x.(*UnfencedHeld); ok && r != nil {
 			x = r.h
 		}
 		h, ok := x.(*Held)
@@ -350,9 +374,9 @@ func (l *Locker) release(ctx context.Context, hs []*Held) []error {
 		done bool
 	)
 	var next, tok any = nil, hs[0].tok
-	if len(hs) == 1 && l.nodes != nil {
-		// The value a plain SET wrote on the masters where the key was
-		// missing (see plainAcquire), which the script compares whole.
+	if len(hs) == 1 && l.unfenced {
+		// The value a plain SET wrote where the key was missing (see
+		// plainAcquire), which the script compares whole.
 		tok = plainValue(hs[0].tok)
 	} else if len(hs) == 1 {
 		// The key's value while held, which the script's fast path
@@ -416,7 +440,15 @@ func randomHex(prefix string, n int) string {
 // a grant is published on the channel of the waiter's Locker alone
 // (channel + id), so a hand-off wakes one process, not every process that
 // waits for any lock of the prefix. The other 96 bits of a token are random.
+// An id is hex, except that an unfenced Locker's starts with unfencedMark
+// instead of its first digit.
 const idLen = 8
+
+// unfencedMark starts every token of an unfenced Locker, so that the
+// scripts give such a token a fence of 0 where they would read the clock
+// (a missing key, a hand-off from a fence of 0), and a key taken with it
+// is deleted when freed (see scripts.go).
+const unfencedMark = "u"
 
 // token returns a new token of l: its id and 96 random bits.
 func (l *Locker) token() string { return randomHex(l.id, (32-idLen)/2) }
@@ -460,6 +492,17 @@ func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, 
 	var confirmed time.Time // send time of the last attempt that found us waiting
 	for waited := false; ; waited = true {
 		start := time.Now()
+		if l.unfenced && !waited && len(keys) == 1 {
+			// A missing key is taken by a plain SET; anything else, or a
+			// server that refuses the SET, goes to the script.
+			ok, done, err := l.c.plainAcquire(ctx, first, plainValue(tok), l.ttlArg)
+			if ok {
+				return l.newHelds(ms, tok, []uint64{0}, start, false), nil
+			}
+			if done {
+				return nil, l.fail(ctx, keys, tok, err)
+			}
+		}
 		ok, fences, rem, err := l.runAcquire(ctx, l.c, keys, tok, w != nil)
 		if err != nil {
 			return nil, l.fail(ctx, keys, tok, err)
@@ -577,11 +620,12 @@ func parseAcquire(reply any, n int) (ok bool, fences []uint64, rem time.Duration
 }
 
 // parseFence reads a fence of the acquire script's reply: an integer or,
-// from 1e14 on, possibly a decimal string (see scripts.go).
+// from 1e14 on, possibly a decimal string (see scripts.go); 0 for an
+// unfenced token.
 func parseFence(v any) (uint64, error) {
 	switch f := v.(type) {
 	case int64:
-		if f <= 0 {
+		if f < 0 {
 			return 0, fmt.Errorf("redislock: bad fence %d", f)
 		}
 		return uint64(f), nil

@@ -7,18 +7,22 @@ package redislock
 //
 //	free    the fencing token the next acquisition gets, in decimal (under
 //	        32 bytes)
-//	held    the holder's 128-bit token (32 hex digits), then its fencing
-//	        token in decimal
+//	held    the holder's 128-bit token (32 hex digits; an unfenced
+//	        Locker's starts with "u" instead), then its fencing token in
+//	        decimal
 //	queued  as held, then "|", the FIFO wait queue, "|" and the channel
 //	        prefix of the waiters' Lockers
 //
-// A Redlock master's key that was missing is taken by a plain SET … NX
-// (conn.plainAcquire) with the fencing token 0: Redlock issues no fencing
-// tokens, and a plain command cannot count. A release or a withdrawal
-// deletes a key held with fence 0, so that the next Redlock acquisition
-// finds it missing and takes it with a plain SET again; a hand-off from it
-// (to a Locker of New queued on the same server) starts from the server
-// clock, as for a missing key, so fencing tokens never go back.
+// An unfenced Locker (Options.Unfenced, or Redlock) issues no fencing
+// tokens: its tokens start with "u", and a key that was missing is taken
+// with the fencing token 0, by a plain SET … NX (conn.plainAcquire) for one
+// key, and by the acquire script, which reads no clock for such a token,
+// for several. A release or a withdrawal deletes a key held with fence 0,
+// so that the next unfenced acquisition finds it missing and takes it with
+// a plain SET again. A hand-off from fence 0 gives an unfenced waiter 0
+// again and any other waiter a token from the server clock, as for a
+// missing key, so fencing tokens never go back. A key that keeps a fencing
+// counter keeps it whoever holds it.
 //
 // Values this version does not write read as missing, so that keys left
 // by earlier versions (which judged leases by the server clock and kept
@@ -174,9 +178,11 @@ local function time()
   return clock
 end
 
--- next returns the fencing token the next holder of free key i gets.
+-- next returns the fencing token the next holder of free key i gets: an
+-- unfenced token ('u') gets 0 where another would read the clock.
 local function next(i)
   if F[i] then return F[i] end
+  if string.byte(tok) == 117 then return 0 end
   return time()[2]
 end
 
@@ -218,16 +224,18 @@ local function free(i)
   purge(i)
   local q = Q[i]
   if q == '' then
-    if F[i] == 0 then -- taken by Redlock's plain SET: no counter to keep
+    if F[i] == 0 then -- an unfenced holder's: no counter to keep
       O[i], P[i] = '', 'del'
     else
       O[i], F[i], P[i] = '', F[i] + 1, 'keep'
     end
     return
   end
-  local f = F[i] + 1
-  if f == 1 then f = time()[2] end -- from a plain SET's 0: start as a missing key
   local gt = string.sub(q, 1, 32)
+  local f = F[i] + 1
+  if f == 1 then -- from a fence of 0: 0 again for an unfenced waiter, else as a missing key
+    if string.byte(gt) == 117 then f = 0 else f = time()[2] end
+  end
   F[i], O[i], P[i], Q[i] = f, gt, tonumber(string.sub(q, 46, 55)), string.sub(q, W + 1)
   redis.call('PUBLISH', C[i] .. string.sub(gt, 1, 8), gt .. ':' .. digits(F[i]) .. ':' .. KEYS[i])
 end
@@ -257,10 +265,13 @@ end
 `
 
 // clockToken sets first to a missing key's first fencing token: the server
-// clock in µs, in decimal.
+// clock in µs, in decimal; 0 for an unfenced token ('u').
 const clockToken = `
-local t = redis.call('TIME')
-local first = string.format('%d', t[1] * 1000000 + t[2])`
+local first = '0'
+if string.byte(ARGV[1]) ~= 117 then
+  local t = redis.call('TIME')
+  first = string.format('%d', t[1] * 1000000 + t[2])
+end`
 
 // acquireScript takes every key (sorted) or none. It returns, for one key,
 // its fence; for several, {1, fence...}; or {0, i, ms} when it fails: key i
@@ -353,12 +364,12 @@ return {0, block, rem}
 // expiry) and is done if it replaced the caller's own value, which ARGV[1]
 // then is: the key was held by the caller without a queue. Otherwise it
 // puts back what it replaced, or the general path writes the key. For one
-// Redlock key, ARGV[1] is the value a plain SET wrote (the token, then
-// fence 0: 33 bytes), and a GET that finds it is followed by a DEL, as in
-// redsync's release; any other value goes to the general path. Without
-// the next fence (several keys, or Redlock, whose masters count apart),
-// keys the token owns without a queue take one read (GET or MGET) and a SET
-// each, the script computing the next fences.
+// key of an unfenced Locker, ARGV[1] is the value a plain SET wrote (the
+// token, then fence 0: 33 bytes), and a GET that finds it is followed by a
+// DEL, as in redsync's release; any other value goes to the general path.
+// Without the next fence (several keys, or an unfenced Locker), keys the
+// token owns without a queue take one read (GET or MGET) and a SET each,
+// the script computing the next fences, or a DEL each for a fence of 0.
 var releaseScript = newScript(`
 local vs, dirty
 if #KEYS == 1 and ARGV[2] then
@@ -398,7 +409,12 @@ do
   end
   if fast then
     for i = 1, n do
-      redis.call('SET', KEYS[i], digits(tonumber(string.sub(vs[i], 33)) + 1), 'KEEPTTL')
+      local f = tonumber(string.sub(vs[i], 33))
+      if f == 0 then
+        redis.call('DEL', KEYS[i])
+      else
+        redis.call('SET', KEYS[i], digits(f + 1), 'KEEPTTL')
+      end
     end
     return 1
   end
