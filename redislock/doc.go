@@ -59,6 +59,11 @@
 //     failover reached the replica (see below). Tokens are large numbers
 //     (about 1.8e15 in 2026); compare them, do not count on their values.
 //     An unfenced Locker (see below) issues none.
+//   - Errors: a taken lock (TryAcquire) matches [caesura.ErrNotAcquired]; a
+//     wait ended by the context matches it and the context's error; Redis
+//     unreachable or failing matches [ErrUnavailable] (and not
+//     ErrNotAcquired). A waiter that gives up leaves the queue and hands on
+//     any key it was handed meanwhile.
 //
 // # Unfenced Lockers
 //
@@ -70,8 +75,11 @@
 // lock + release from 60.4k server instructions to 34.2k (bsm/redislock,
 // two scripts: 55.9k; callgrind, 1000 cycles), and from 1.01 to 0.95-0.98
 // times bsm/redislock's p50 per cycle (BenchmarkPaired). Its Helds are
-// [*UnfencedHeld]s; everything but the token stays as above. A lock that is taken when an Acquire comes costs it
-// one round trip more: the SET, then the acquire script that queues it.
+// [*UnfencedHeld]s; everything but the token stays as above. A lock found
+// taken costs that Acquire one round trip more (the SET, then the acquire
+// script that queues it), and for a second after it the Locker's
+// acquisitions of the key go to the script at once, so that contended
+// locks cost 2 commands per acquisition as for a fenced Locker.
 // Unfenced and fenced Lockers may share locks. A key that keeps a fencing
 // counter (a fenced Locker used it) goes through the scripts, which keep
 // the counter, until it goes unused for a lease and expires; a fenced
@@ -80,11 +88,6 @@
 // an unfenced Locker deleted. So a fenced Locker's tokens still never go
 // back, as long as the server clock does not step back by more than the
 // time between the two acquisitions.
-//   - Errors: a taken lock (TryAcquire) matches [caesura.ErrNotAcquired]; a
-//     wait ended by the context matches it and the context's error; Redis
-//     unreachable or failing matches [ErrUnavailable] (and not
-//     ErrNotAcquired). A waiter that gives up leaves the queue and hands on
-//     any key it was handed meanwhile.
 //
 // # Redlock
 //

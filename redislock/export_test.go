@@ -13,3 +13,7 @@ func Ended(h *Held) bool {
 
 // LibraryName is the name of the function library the scripts load.
 var LibraryName = functions.name
+
+// SameTakenSlot reports whether l remembers keys a and b as one, when it
+// found either taken (see Locker.taken).
+func SameTakenSlot(l *Locker, a, b string) bool { return l.takenSlot(a) == l.takenSlot(b) }

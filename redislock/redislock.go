@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caesura-go/caesura"
@@ -69,14 +71,15 @@ type Options struct {
 	// script, and its release deletes the key instead of keeping the next
 	// fencing token there. Helds are then [*UnfencedHeld]s, without a
 	// token; leases, renewal, the loss signal, the FIFO hand-off and
-	// push-based waiting stay as they are. A lock that is taken when an
-	// Acquire comes costs one round trip more (the SET, then the script
-	// that queues). Lockers of both kinds may share locks: a key that
-	// holds a fencing counter is acquired and freed by the scripts, which
-	// keep the counter, and a key that an unfenced Locker deleted starts
-	// from the server clock again, as after an expiry (see the package
-	// documentation, # Guarantees). Lockers of [NewRedlock] are always
-	// unfenced.
+	// push-based waiting stay as they are. A lock found taken costs that
+	// Acquire one round trip more (the SET, then the script that queues),
+	// and for a second after it the Locker's acquisitions of the key go
+	// to the script at once. Lockers of both kinds may share locks: a key
+	// that holds a fencing counter is acquired and freed by the scripts,
+	// which keep the counter, and a key that an unfenced Locker deleted
+	// starts from the server clock again, as after an expiry (see the
+	// package documentation, # Unfenced Lockers). Lockers of [NewRedlock]
+	// are always unfenced.
 	Unfenced bool
 }
 
@@ -105,6 +108,16 @@ type Locker struct {
 	chanArg, ttlArg, qttlArg any
 
 	sched sched // renewals and validity checks of the Helds
+
+	// taken remembers, by a hash of the key, when an unfenced Locker last
+	// found a one-key lock taken at its first attempt (the time since born,
+	// 0 for never): for takenFor after that, its acquisitions of the key
+	// skip the plain SET, which a taken key would turn into a round trip
+	// lost before the script that queues. A collision only costs the SET's
+	// saving.
+	born  time.Time
+	seed  maphash.Seed
+	taken [takenSlots]atomic.Int64
 
 	mu      sync.Mutex
 	waiters map[string]*waiter // by token
@@ -181,6 +194,8 @@ func newLocker(opts *Options, cluster, unfenced bool) (*Locker, error) {
 		chanArg:  channel,
 		ttlArg:   strconv.FormatInt(o.TTL.Milliseconds(), 10),
 		qttlArg:  strconv.FormatInt(qttl.Milliseconds(), 10),
+		born:     time.Now(),
+		seed:     maphash.MakeSeed(),
 		waiters:  make(map[string]*waiter),
 	}, nil
 }
@@ -444,6 +459,15 @@ func randomHex(prefix string, n int) string {
 // instead of its first digit.
 const idLen = 8
 
+// takenSlot returns the index of key in l.taken.
+func (l *Locker) takenSlot(key string) uint64 { return maphash.String(l.seed, key) % takenSlots }
+
+// takenSlots and takenFor: see Locker.taken.
+const (
+	takenSlots = 64
+	takenFor   = time.Second
+)
+
 // unfencedMark starts every token of an unfenced Locker, so that the
 // scripts give such a token a fence of 0 where they would read the clock
 // (a missing key, a hand-off from a fence of 0), and a key taken with it
@@ -490,17 +514,23 @@ func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, 
 		defer l.unregister(tok)
 	}
 	var confirmed time.Time // send time of the last attempt that found us waiting
+	var taken *atomic.Int64 // for one key of an unfenced Locker: see l.taken
+	if l.unfenced && len(keys) == 1 {
+		taken = &l.taken[l.takenSlot(first)]
+	}
 	for waited := false; ; waited = true {
 		start := time.Now()
-		if l.unfenced && !waited && len(keys) == 1 {
-			// A missing key is taken by a plain SET; anything else, or a
-			// server that refuses the SET, goes to the script.
-			ok, done, err := l.c.plainAcquire(ctx, first, plainValue(tok), l.ttlArg)
-			if ok {
-				return l.newHelds(ms, tok, []uint64{0}, start, false), nil
-			}
-			if done {
-				return nil, l.fail(ctx, keys, tok, err)
+		if taken != nil && !waited {
+			if t := taken.Load(); t == 0 || start.Sub(l.born)-time.Duration(t) >= takenFor {
+				// A missing key is taken by a plain SET; anything else,
+				// or a server that refuses the SET, goes to the script.
+				ok, done, err := l.c.plainAcquire(ctx, first, plainValue(tok), l.ttlArg)
+				if ok {
+					return l.newHelds(ms, tok, []uint64{0}, start, false), nil
+				}
+				if done {
+					return nil, l.fail(ctx, keys, tok, err)
+				}
 			}
 		}
 		ok, fences, rem, err := l.runAcquire(ctx, l.c, keys, tok, w != nil)
@@ -509,6 +539,9 @@ func (l *Locker) acquire(ctx context.Context, ms []*Mutex, wait bool) ([]*Held, 
 		}
 		if ok {
 			return l.newHelds(ms, tok, fences, start, waited), nil
+		}
+		if taken != nil && !waited {
+			taken.Store(int64(max(start.Sub(l.born), 1)))
 		}
 		if !wait {
 			return nil, fmt.Errorf("redislock: lock %q: %w", first, caesura.ErrNotAcquired)

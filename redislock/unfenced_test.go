@@ -143,6 +143,36 @@ func TestUnfencedCycle(t *testing.T) {
 	if err := h.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
+	rec.take()
+
+	// For a second after that, the Locker goes to the script at once, which
+	// takes the missing key with fence 0 too.
+	h = mustTake(t, ctx, m)
+	if got := rec.take(); !slices.Equal(got, []string{"fcall"}) {
+		t.Errorf("an acquisition just after the lock was found taken sent %q, want the script alone", got)
+	}
+	if st := readState(ctx, c, m.Key()); !strings.HasPrefix(st.owner, "u") || st.fence != "0" {
+		t.Errorf("state %+v when the script took the missing key, want an unfenced owner and fence 0", st)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, m.Key()).Val(); n != 0 {
+		t.Errorf("the key is still there after the release: %q", c.Get(ctx, m.Key()).Val())
+	}
+	rec.take()
+	// Other keys still take the plain SET.
+	another := "another"
+	for i := 0; redislock.SameTakenSlot(l, m.Key(), l.Mutex(another).Key()); i++ {
+		another = "another" + strconv.Itoa(i)
+	}
+	h = mustTake(t, ctx, l.Mutex(another))
+	if got := rec.take(); !slices.Equal(got, []string{"set-nx"}) {
+		t.Errorf("an acquisition of another key sent %q, want one SET … NX", got)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestUnfencedHandOff: a release hands the lock to the head waiter as for a
