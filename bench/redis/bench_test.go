@@ -47,7 +47,9 @@ type lockFunc func(ctx context.Context, key string) (unlock func(context.Context
 
 const ttl = 8 * time.Second
 
-// The libraries compared, by name (see implNamed): caesura; redsync v4 with
+// The libraries compared, by name (see implNamed): caesura, fenced (the
+// default) and unfenced (Options.Unfenced, no fencing tokens, as the peers
+// have none); redsync v4 with
 // its default retry (32 tries 50-250ms apart) and tuned to retry every 1ms
 // (up to 100000 tries, so that no contended wait gives up); bsm/redislock
 // with a linear backoff of 100ms and of 1ms; rueidislock on one key per lock
@@ -56,6 +58,20 @@ const ttl = 8 * time.Second
 var impls = []impl{
 	{"caesura", func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
 		rl, err := redislock.New(c, &redislock.Options{TTL: ttl})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { rl.Close() })
+		return func(ctx context.Context, key string) (func(context.Context) error, error) {
+			h, err := rl.Mutex(key).Acquire(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return h.Release, nil
+		}
+	}},
+	{"caesura-unfenced", func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
+		rl, err := redislock.New(c, &redislock.Options{TTL: ttl, Unfenced: true})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -182,7 +198,7 @@ func BenchmarkUncontended(b *testing.B) {
 	s := startServer(b)
 	ctx := context.Background()
 	stats := s.client(b, nil)
-	for _, im := range implsNamed("caesura", "redsync-default", "bsm-linear100ms", "rueidislock") {
+	for _, im := range implsNamed("caesura", "caesura-unfenced", "redsync-default", "bsm-linear100ms", "rueidislock") {
 		b.Run(im.name, func(b *testing.B) {
 			cnt := &counter{}
 			lock := im.make(b, s.client(b, cnt), cnt)

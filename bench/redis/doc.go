@@ -1,4 +1,5 @@
-// Package redisbench compares caesura's Redis backend with redsync v4,
+// Package redisbench compares caesura's Redis backend (fenced, the default,
+// and unfenced: redislock.Options.Unfenced) with redsync v4,
 // bsm/redislock and rueidislock on local redis-server processes that the
 // benchmarks start themselves: uncontended lock+release (with the server
 // time per cycle from INFO commandstats), 8 keys at once, 8 workers
@@ -25,8 +26,9 @@
 // On a shared machine, compare runs interleaved (run the whole set several
 // times with -count 1, then benchstat), or use BenchmarkInterleaved, whose
 // libraries take turns in rounds of 200 cycles, or BenchmarkPaired, whose
-// libraries take turns cycle by cycle (one key: caesura, bsm, redsync) and
-// which reports the ratios of caesura's p50 to each peer's.
+// libraries take turns cycle by cycle (one key: caesura fenced and
+// unfenced, bsm, redsync) and which reports the ratios of each caesura's
+// p50 to each peer's.
 //
 // The benchmarks run on redis-server, or on the binary named by
 // REDISBENCH_SERVER: REDISBENCH_SERVER=valkey-server measures on Valkey 8.1,
