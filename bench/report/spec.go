@@ -300,6 +300,7 @@ var tables = []Table{
 				"The same script calls as redislock, plus the scope's in-process work."),
 			ours("redislock Acquire/Release", "redis:Uncontended/caesura",
 				"One acquire script (key, lease as its expiry, fencing token in one call) and one release script: 2 round trips."),
+			ours(unfencedLabel, "redis:Uncontended/caesura-unfenced", unfencedWhy).optional(),
 			peer("redsync v4 (default)", "redis:Uncontended/redsync-default",
 				"SET NX with an expiry, then its release script: 2 round trips."),
 			peer("bsm/redislock (LinearBackoff 100 ms)", "redis:Uncontended/bsm-linear100ms",
@@ -379,6 +380,8 @@ var tables = []Table{
 				"Waiters queue FIFO in Redis and the release hands the key to the head and publishes once, so a hand-off is about one round trip plus a push, with no polling."),
 			ours("redislock, 8 processes", "redis:Contended/caesura-processes",
 				"The same queue and push across 8 processes, each with its own connection and subscription."),
+			ours("redislock Unfenced, 8 goroutines", "redis:Contended/caesura-unfenced",
+				"The same queue and push; a Locker that found the key taken goes to the acquire script at once for a second, rather than trying a plain SET first.").optional(),
 			peer(redsyncDefault, "redis:Contended/redsync-default",
 				"Polling: the releaser re-takes the key at once (self-reacquire ≈ 1), so another worker gets it only after a poll delay — the p99."),
 			peer(redsyncTuned, "redis:Contended/redsync-1ms",
@@ -778,6 +781,13 @@ var peerSettings = []peerSetting{
 	{"etcd", "concurrency.Mutex", "a session per worker (TTL 10 s)", "defaults: it has no option that changes its speed (the session TTL only bounds a crashed holder), so default and best are the same"},
 }
 
+// unfencedLabel and unfencedWhy describe redislock's unfenced Locker in the
+// one-key tables.
+const (
+	unfencedLabel = "redislock Acquire/Release, Unfenced (no fencing token)"
+	unfencedWhy   = "A plain SET NX with an expiry where the key is missing, and a release script that deletes the key (GET, DEL): 2 round trips, as redsync's."
+)
+
 // pairedCols are the columns of a table of libraries taking turns cycle by
 // cycle (bench/redis's paired helper).
 var pairedCols = []Col{{Head: "p50 µs", Better: -1}, {Head: "mean µs"}}
@@ -803,6 +813,7 @@ func paired(set, title, why string, optional bool) Table {
 		Cols: pairedCols,
 		Rows: []Row{
 			row(ours("redislock Acquire/Release", bench, why), "caesura"),
+			row(ours(unfencedLabel, bench, unfencedWhy), "caesura-unfenced").optional(),
 			row(peer("redsync v4 (default)", bench, "SET NX with an expiry and a release script: 2 round trips."), "redsync-default"),
 			row(peer("bsm/redislock (LinearBackoff 100 ms)", bench, "An obtain script and a release script: 2 round trips."), "bsm-linear100ms"),
 		}}
