@@ -28,6 +28,9 @@ type backend struct {
 	// session drops): a paused holder can then be overtaken, and only
 	// fencing keeps storage safe.
 	lossy bool
+	// unfenced is true when the backend issues no fencing tokens: the
+	// scenarios whose register is the fenced store do not run.
+	unfenced bool
 	// start runs in the parent: it starts whatever the backend needs and
 	// returns the settings passed to every worker (as strings), the lease
 	// (TTL) and renewal interval if the backend has leases, and, if the
@@ -57,17 +60,21 @@ var backends = map[string]*backend{
 			return l.Mutex, func() {}, nil
 		},
 	},
-	"redislock":        redisBackend("redislock", ""),
-	"redislock-valkey": redisBackend("redislock-valkey", "valkey-server"),
+	"redislock":          redisBackend("redislock", "", false),
+	"redislock-valkey":   redisBackend("redislock-valkey", "valkey-server", false),
+	"redislock-unfenced": redisBackend("redislock-unfenced", "", true),
 }
 
 // redisBackend is redislock on a server binary bin (see testredis.Options):
 // on redis-server 7.0 its releases are scripts; on valkey-server 8.1 a lock
-// taken without waiting is released by a conditional SET.
-func redisBackend(name, bin string) *backend {
+// taken without waiting is released by a conditional SET. With unfenced,
+// its Lockers have Options.Unfenced: a missing key is taken by a plain
+// SET … NX and a release deletes the key.
+func redisBackend(name, bin string, unfenced bool) *backend {
 	return &backend{
-		name:  name,
-		lossy: true,
+		name:     name,
+		lossy:    true,
+		unfenced: unfenced,
 		start: func(t *testing.T) *env {
 			return redisEnv(startRedis(t, bin, false))
 		},
@@ -80,7 +87,7 @@ func redisBackend(name, bin string) *backend {
 				return nil, nil, err
 			}
 			c := redis.NewClient(&redis.Options{Addr: cfg["addr"], DialTimeout: 500 * time.Millisecond})
-			l, err := redislock.New(c, &redislock.Options{TTL: ttl, Prefix: "reliability:"})
+			l, err := redislock.New(c, &redislock.Options{TTL: ttl, Prefix: "reliability:", Unfenced: unfenced})
 			if err != nil {
 				c.Close()
 				return nil, nil, err

@@ -392,7 +392,7 @@ func exclusion(done []*opRec) (overlaps, tokenOrder int) {
 		if i > 0 && o.acquired < maxRelease {
 			overlaps++
 		}
-		if i > 0 && o.tok <= prevTok {
+		if i > 0 && o.tok <= prevTok && o.tok != 0 { // 0: a backend without tokens
 			tokenOrder++
 		}
 		maxRelease = max(maxRelease, o.release)

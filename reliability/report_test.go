@@ -380,7 +380,7 @@ func backendOrder(all []*result) []string {
 // backendRank orders the report's backends: the table order of the
 // README (file, Redis, PostgreSQL, etcd), others after them by name.
 func backendRank(a, b string) int {
-	order := []string{"filelock", "redislock", "redislock-valkey", "pglock", "etcdlock"}
+	order := []string{"filelock", "redislock", "redislock-valkey", "redislock-unfenced", "pglock", "etcdlock"}
 	ia, ib := slices.Index(order, a), slices.Index(order, b)
 	if ia < 0 {
 		ia = len(order)

@@ -677,6 +677,8 @@ func missing(sc scenario, e *env, b *backend) string {
 		return why("server", "the backend has no server the suite can crash")
 	}
 	switch {
+	case sc.fenced && b.unfenced:
+		return "the backend issues no fencing tokens"
 	case slices.Contains(sc.nemeses, "sever") && e.sever == nil:
 		return why("sever", "the backend has no command that drops every client connection")
 	case slices.Contains(sc.nemeses, "expire") && e.expire == nil:
@@ -739,6 +741,13 @@ func TestFilelock(t *testing.T) {
 func TestRedislock(t *testing.T) {
 	t.Parallel()
 	runBackend(t, "redislock")
+}
+
+// TestRedislockUnfenced runs redislock's unfenced Locker (plain SET … NX,
+// release by deleting the key) through the scenarios without fencing.
+func TestRedislockUnfenced(t *testing.T) {
+	t.Parallel()
+	runBackend(t, "redislock-unfenced")
 }
 
 // TestRedislockValkey runs redislock on Valkey 8.1, where its one-key
