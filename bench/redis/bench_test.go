@@ -56,34 +56,8 @@ const ttl = 8 * time.Second
 // (KeyMajority 1, the setting its README gives for one Redis), waiting for
 // client-side caching invalidations (see rueidisImpl).
 var impls = []impl{
-	{"caesura", func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
-		rl, err := redislock.New(c, &redislock.Options{TTL: ttl})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { rl.Close() })
-		return func(ctx context.Context, key string) (func(context.Context) error, error) {
-			h, err := rl.Mutex(key).Acquire(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return h.Release, nil
-		}
-	}},
-	{"caesura-unfenced", func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
-		rl, err := redislock.New(c, &redislock.Options{TTL: ttl, Unfenced: true})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { rl.Close() })
-		return func(ctx context.Context, key string) (func(context.Context) error, error) {
-			h, err := rl.Mutex(key).Acquire(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return h.Release, nil
-		}
-	}},
+	{"caesura", caesuraImpl(redislock.Options{TTL: ttl})},
+	{"caesura-unfenced", caesuraImpl(redislock.Options{TTL: ttl, Unfenced: true})},
 	{"redsync-default", redsyncImpl()},
 	{"redsync-1ms", redsyncImpl(redsync.WithRetryDelay(time.Millisecond), redsync.WithTries(100000))},
 	{"bsm-linear100ms", bsmImpl(100 * time.Millisecond)},
@@ -108,6 +82,24 @@ func implsNamed(names ...string) []impl {
 		out[i] = implNamed(n)
 	}
 	return out
+}
+
+// caesuraImpl is redislock with opts: Acquire and Release of a Mutex.
+func caesuraImpl(opts redislock.Options) func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
+	return func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
+		rl, err := redislock.New(c, &opts)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { rl.Close() })
+		return func(ctx context.Context, key string) (func(context.Context) error, error) {
+			h, err := rl.Mutex(key).Acquire(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return h.Release, nil
+		}
+	}
 }
 
 func redsyncImpl(opts ...redsync.Option) func(tb testing.TB, c *redis.Client, _ *counter) lockFunc {
