@@ -487,6 +487,82 @@ func TestNoLossOnRelease(t *testing.T) {
 	}
 }
 
+// notifierHeld is a Held whose loss the test reports through the function
+// the core registered with OnLost; Lost counts its calls.
+type notifierHeld struct {
+	*probeHeld
+	n *notifier
+}
+
+type notifier struct {
+	mu      sync.Mutex
+	f       func(error)
+	lostRun int
+}
+
+func (h notifierHeld) Lost() context.Context {
+	h.n.mu.Lock()
+	defer h.n.mu.Unlock()
+	h.n.lostRun++
+	return context.Background()
+}
+
+func (h notifierHeld) OnLost(f func(error)) {
+	h.n.mu.Lock()
+	defer h.n.mu.Unlock()
+	h.n.f = f
+}
+
+type notifierProbe struct {
+	*probe
+	n *notifier
+}
+
+func (p notifierProbe) Acquire(ctx context.Context) (caesura.Held, error) {
+	h, err := p.probe.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return notifierHeld{h.(*probeHeld), p.n}, nil
+}
+
+// A LossNotifier's loss reaches the function as a Lossy's does, and the core
+// registers with OnLost without making the Lost context.
+func TestLossNotifier(t *testing.T) {
+	e := newEnv(t)
+	n := &notifier{}
+	p := notifierProbe{e.plain("a"), n}
+	reason := errors.New("lease expired")
+	err := caesura.Run(ctxT(t), func(ctx context.Context, yield caesura.Yield) error {
+		if err := yield(p); err != nil {
+			return err
+		}
+		n.mu.Lock()
+		f := n.f
+		n.mu.Unlock()
+		if f == nil {
+			return errors.New("the core did not register with OnLost")
+		}
+		go f(reason)
+		<-ctx.Done()
+		c := context.Cause(ctx)
+		var le *caesura.LostError
+		if !errors.As(c, &le) || le.Key != "a" || !errors.Is(c, reason) {
+			t.Errorf("cause %v, want a LostError for %q wrapping the reason", c, "a")
+		}
+		return ctx.Err()
+	})
+	if !errors.Is(err, caesura.ErrLockLost) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: got %v, want ErrLockLost (and the function's own error)", err)
+	}
+	if n.lostRun != 0 {
+		t.Errorf("the core called Lost %d times on a LossNotifier, want 0", n.lostRun)
+	}
+	if e.held("a") {
+		t.Fatal("lost lock's handle was not released")
+	}
+}
+
 // Rule 8: fencing tokens inside the function.
 func TestToken(t *testing.T) {
 	ml := memlock.New(memlock.Options{})

@@ -17,9 +17,10 @@
 // backends memlock (in-process) and filelock (one host), redislock, pglock
 // and etcdlock (their own modules), or anything adapted with [FromLocker] and
 // [FromFuncs]. Backends add abilities through small optional interfaces found
-// by type assertion: [TryLocker], [BatchLock], [Fenced] and [Lossy]. A
-// backend that wants one resource per scope rather than per lock (pglock's
-// one database session for all of a scope's locks) keeps it with [Attach].
+// by type assertion: [TryLocker], [BatchLock], [Fenced], [Lossy] and
+// [LossNotifier]. A backend that wants one resource per scope rather than
+// per lock (pglock's one database session for all of a scope's locks) keeps
+// it with [Attach].
 // The conformance suite in package locktest is what every backend passes.
 //
 // The API differs from the Python original where Go is better served: a

@@ -110,6 +110,21 @@ type Lossy interface {
 	Lost() context.Context
 }
 
+// LossNotifier is implemented by a [Lossy] Held that can call a function
+// when the lock is lost, without the context Lost returns: the core then
+// registers with OnLost instead of watching Lost, which saves that context
+// and its watch (several allocations per acquisition). Lost keeps working,
+// and reports the same losses.
+type LossNotifier interface {
+	Lossy
+	// OnLost arranges for f to be called once, in a goroutine of its own,
+	// if the lock is lost before Release is called, with the reason Lost's
+	// cause would have; at once if it was lost already. f is never called
+	// for a Release, nor once Release has been called. The core calls
+	// OnLost at most once per Held, before anything else.
+	OnLost(f func(cause error))
+}
+
 // FromLocker adapts a [sync.Locker] to a [Lock] with the given key.
 //
 // A sync.Locker cannot be interrupted: Acquire checks ctx before it blocks in

@@ -134,7 +134,7 @@ type heldLock struct {
 	key  string
 	h    Held
 	lock Lock        // what acquired it; its BatchReleaser, if any, releases it with its neighbours
-	stop func() bool // stops the loss watch; nil when the Held is not Lossy
+	stop func() bool // stops the loss watch; nil when the Held is not Lossy, or a LossNotifier
 }
 
 type pending struct {
@@ -519,7 +519,9 @@ func (s *scope) record(hl *heldLock, key string, h Held, l Lock) {
 		obs.acquired(key, h)
 	}
 	var stop func() bool
-	if lh, ok := h.(Lossy); ok {
+	if ln, ok := h.(LossNotifier); ok {
+		ln.OnLost(func(cause error) { s.onLost(key, cause) })
+	} else if lh, ok := h.(Lossy); ok {
 		if lost := lh.Lost(); lost != nil {
 			stop = context.AfterFunc(lost, func() { s.onLost(key, context.Cause(lost)) })
 		}

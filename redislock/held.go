@@ -15,7 +15,8 @@ import (
 // until Release; if renewal finds the lock gone, or cannot reach Redis
 // before the lease's validity ends, Lost is cancelled with a
 // [*caesura.LostError] whose reason matches [ErrStolen] or
-// [ErrLeaseExpired]. Held implements [caesura.Fenced] and [caesura.Lossy].
+// [ErrLeaseExpired]. Held implements [caesura.Fenced], [caesura.Lossy] and
+// [caesura.LossNotifier].
 //
 // An idle Held costs no goroutine and no timer of its own: the Locker's
 // scheduler runs every Held's renewals and validity checks from one timer.
@@ -38,6 +39,7 @@ type Held struct {
 	// been cancelled with (a *caesura.LostError, or nil for a release).
 	lost     context.Context
 	cancel   context.CancelCauseFunc
+	notify   func(cause error) // registered by OnLost; called on a loss
 	ended    bool
 	cause    error
 	renewing bool               // a renewal is in flight
@@ -51,10 +53,10 @@ type Held struct {
 
 // UnfencedHeld is one acquisition of a [Mutex] of an unfenced Locker
 // ([Options.Unfenced], [NewRedlock]): a [*Held] without the fencing token.
-// It implements [caesura.Lossy].
+// It implements [caesura.Lossy] and [caesura.LossNotifier].
 type UnfencedHeld struct{ h *Held }
 
-var _ caesura.Lossy = (*UnfencedHeld)(nil)
+var _ caesura.LossNotifier = (*UnfencedHeld)(nil)
 
 // Release gives the lock up (on every master, for Redlock); see
 // [Held.Release].
@@ -63,6 +65,10 @@ func (u *UnfencedHeld) Release(ctx context.Context) error { return u.h.Release(c
 // Lost returns a context cancelled when the lock is lost (for Redlock, the
 // quorum); see [Held.Lost].
 func (u *UnfencedHeld) Lost() context.Context { return u.h.Lost() }
+
+// OnLost arranges for f to be called when the lock is lost; see
+// [Held.OnLost].
+func (u *UnfencedHeld) OnLost(f func(cause error)) { u.h.OnLost(f) }
 
 // Key returns the lock's key.
 func (u *UnfencedHeld) Key() string { return u.h.key }
@@ -98,8 +104,24 @@ func (h *Held) Lost() context.Context {
 	return h.lost
 }
 
+// OnLost arranges for f to be called, in a goroutine of its own, when the
+// lock is lost before Release (at once if it was lost already), with the
+// cause Lost's context gets. It implements [caesura.LossNotifier], which
+// the core uses instead of watching Lost: that saves a context and its
+// watch per acquisition.
+func (h *Held) OnLost(f func(cause error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.ended {
+		h.notify = f
+	} else if h.cause != nil {
+		go f(h.cause)
+	}
+}
+
 // endLocked cancels h's Lost context with cause (nil: released), or keeps
-// cause for the Lost call that makes it. The first end wins. h.mu is held.
+// cause for the Lost call that makes it, and calls the OnLost function for
+// a loss. The first end wins. h.mu is held.
 func (h *Held) endLocked(cause error) {
 	if h.ended {
 		return
@@ -108,6 +130,10 @@ func (h *Held) endLocked(cause error) {
 	if h.cancel != nil {
 		h.cancel(cause)
 	}
+	if f := h.notify; f != nil && cause != nil {
+		go f(cause)
+	}
+	h.notify = nil
 }
 
 // end is endLocked for a caller without h.mu; it returns the loss h was

@@ -239,11 +239,12 @@ type Mutex struct {
 }
 
 var (
-	_ caesura.TryLocker = (*Mutex)(nil)
-	_ caesura.BatchLock = (*Mutex)(nil)
-	_ caesura.Batcher   = (*Locker)(nil)
-	_ caesura.Fenced    = (*Held)(nil)
-	_ caesura.Lossy     = (*Held)(nil)
+	_ caesura.TryLocker    = (*Mutex)(nil)
+	_ caesura.BatchLock    = (*Mutex)(nil)
+	_ caesura.Batcher      = (*Locker)(nil)
+	_ caesura.Fenced       = (*Held)(nil)
+	_ caesura.Lossy        = (*Held)(nil)
+	_ caesura.LossNotifier = (*Held)(nil)
 )
 
 // Key returns the lock's key: the Locker's prefix followed by the name.

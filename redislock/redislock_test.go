@@ -1010,3 +1010,64 @@ func TestLostAskedAfterTheEnd(t *testing.T) {
 		t.Fatalf("Lost after Release: cause %v, want context.Canceled", c)
 	}
 }
+
+// TestOnLost: the function registered with OnLost (what the core uses
+// instead of watching Lost) is called for a loss, with the cause Lost's
+// context gets, at once when the loss came first, and never for a release.
+func TestOnLost(t *testing.T) {
+	s := startServer(t)
+	l := s.locker(t, &redislock.Options{TTL: 300 * time.Millisecond})
+	ctx := ctxT(t, 10*time.Second)
+	c := s.client(t)
+	notified := func() (chan error, func(error)) {
+		ch := make(chan error, 2)
+		return ch, func(cause error) { ch <- cause }
+	}
+
+	h := mustAcquire(t, ctx, l.Mutex("released"))
+	ch, f := notified()
+	h.OnLost(f)
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case cause := <-ch:
+		t.Fatalf("OnLost's function called for a release, with %v", cause)
+	case <-time.After(400 * time.Millisecond): // past a renewal and the lease
+	}
+
+	h = mustAcquire(t, ctx, l.Mutex("stolen"))
+	ch, f = notified()
+	h.OnLost(f)
+	if err := c.Del(ctx, l.Mutex("stolen").Key()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var cause error
+	select {
+	case cause = <-ch:
+	case <-ctx.Done():
+		t.Fatal("OnLost's function never called after the key was deleted")
+	}
+	if !errors.Is(cause, redislock.ErrStolen) || !errors.Is(cause, caesura.ErrLockLost) {
+		t.Errorf("cause %v, want a LostError matching ErrStolen", cause)
+	}
+	if got := context.Cause(h.Lost()); got != cause {
+		t.Errorf("Lost's cause %v, not OnLost's %v", got, cause)
+	}
+	ch2, g := notified()
+	h.OnLost(g) // registered after the loss: called at once
+	select {
+	case late := <-ch2:
+		if late != cause {
+			t.Errorf("late registration got %v, want %v", late, cause)
+		}
+	case <-ctx.Done():
+		t.Fatal("OnLost after the loss never called its function")
+	}
+	if len(ch) != 0 {
+		t.Error("OnLost's first function called twice")
+	}
+	if err := h.Release(ctx); !errors.Is(err, caesura.ErrNotHeld) {
+		t.Errorf("Release of a lost lock: %v, want ErrNotHeld", err)
+	}
+}
