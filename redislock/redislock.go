@@ -229,9 +229,10 @@ func (l *Locker) Mutex(name string) *Mutex {
 
 // Mutex is one named Redis lock. It implements [caesura.Lock],
 // [caesura.TryLocker] and [caesura.BatchLock]; its Helds implement
-// [caesura.Fenced] and [caesura.Lossy] ([*UnfencedHeld]s of an unfenced
-// Locker only the latter). A Mutex may be acquired by many goroutines at
-// once: each acquisition is its own Held.
+// [caesura.Fenced], [caesura.Lossy] and [caesura.LossNotifier] (the
+// [*UnfencedHeld]s of an unfenced Locker all but the first). A Mutex may
+// be acquired by many goroutines at once: each acquisition is its own
+// Held.
 type Mutex struct {
 	l    *Locker
 	name string
@@ -266,8 +267,9 @@ func (m *Mutex) Acquire(ctx context.Context) (caesura.Held, error) {
 }
 
 // TryAcquire takes the lock if it is free and nobody queues for it, in one
-// round trip. A taken lock gives an error matching [caesura.ErrNotAcquired];
-// a Redis failure one matching [ErrUnavailable].
+// round trip (an unfenced Locker's may take two where the key exists: the
+// plain SET, then the script). A taken lock gives an error matching
+// [caesura.ErrNotAcquired]; a Redis failure one matching [ErrUnavailable].
 func (m *Mutex) TryAcquire(ctx context.Context) (caesura.Held, error) {
 	hs, err := m.l.acquireAny(ctx, []*Mutex{m}, false)
 	if err != nil {
