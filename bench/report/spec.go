@@ -667,6 +667,8 @@ func redisScaling(nkeys int) Table {
 				"redislock plus the scope per acquisition."))},
 			{"caesura", opt(ours("redislock Acquire/Release", "",
 				"Waiters queue in Redis and are pushed the key on release: one round trip per hand-off on one key, pipelined scripts on many."))},
+			{"caesura-unfenced", opt(ours("redislock Acquire/Release, Unfenced", "",
+				"The same queue and push; a missing key is taken by a plain SET NX and released by deleting it (no fencing token)."))},
 			{"redsync-default", opt(peer(redsyncDefault, "",
 				"Polling with 50–250 ms delays: on one key the releaser re-takes the key at once while the others sleep (the hand-off table shows the unfairness), on many keys it is 2 round trips per acquisition."))},
 			{"redsync-1ms", opt(peer(redsyncTuned, "",
