@@ -878,17 +878,7 @@ func TestFencingExactDecimal(t *testing.T) {
 			// The general path: the lock is handed over from a holder.
 			h0 := mustAcquire(t, ctx, other.Mutex("big"))
 			want++
-			got := make(chan caesura.Held, 1)
-			go func() {
-				h, err := m.Acquire(ctx)
-				if err != nil {
-					t.Error(err)
-				}
-				got <- h
-			}()
-			for readState(ctx, c, m.Key()).queued == 0 {
-				time.Sleep(time.Millisecond)
-			}
+			got := queued(t, ctx, c, m.Key(), func() (caesura.Held, error) { return m.Acquire(ctx) })
 			h0.Release(ctx)
 			if h = <-got; h == nil {
 				t.FailNow()

@@ -334,20 +334,7 @@ func TestRedlockHandOffFence(t *testing.T) {
 	if st := readState(ctx, c, red.Mutex("mixed").Key()); st.fence != "0" {
 		t.Fatalf("Redlock holder's state %+v, want fence 0", st)
 	}
-	got := make(chan caesura.Held, 1)
-	go func() {
-		h, err := single.Mutex("mixed").Acquire(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- h
-	}()
-	for readState(ctx, c, red.Mutex("mixed").Key()).queued == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("the waiter never queued")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	got := queued(t, ctx, c, red.Mutex("mixed").Key(), func() (caesura.Held, error) { return single.Mutex("mixed").Acquire(ctx) })
 	if err := rh.Release(ctx); err != nil {
 		t.Fatal(err)
 	}

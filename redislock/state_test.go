@@ -3,9 +3,33 @@ package redislock_test
 import (
 	"context"
 	"strings"
+	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// queued runs acquire in a goroutine and returns, once key has a queue
+// (acquire's waiter, which then waits for a release), a channel that gets
+// what acquire returned: the zero value after an error, which it reports.
+func queued[T any](t *testing.T, ctx context.Context, c redis.Cmdable, key string, acquire func() (T, error)) <-chan T {
+	t.Helper()
+	got := make(chan T, 1)
+	go func() {
+		v, err := acquire()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- v
+	}()
+	for readState(ctx, c, key).queued == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the waiter never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return got
+}
 
 // lockState is a lock's value in Redis as the scripts write it (see
 // scripts.go): the next fencing token alone when free, else owner (32),

@@ -188,23 +188,9 @@ func TestUnfencedHandOff(t *testing.T) {
 	c := s.client(t)
 	key := a.Mutex("hand").Key()
 
-	// waitFor acquires m in a goroutine once the key has a queue.
+	// waitFor acquires m in a goroutine, once the key has a queue.
 	waitFor := func(m *redislock.Mutex) <-chan caesura.Held {
-		got := make(chan caesura.Held, 1)
-		go func() {
-			h, err := m.Acquire(ctx)
-			if err != nil {
-				t.Error(err)
-			}
-			got <- h
-		}()
-		for readState(ctx, c, key).queued == 0 {
-			if ctx.Err() != nil {
-				t.Fatal("the waiter never queued")
-			}
-			time.Sleep(time.Millisecond)
-		}
-		return got
+		return queued(t, ctx, c, key, func() (caesura.Held, error) { return m.Acquire(ctx) })
 	}
 
 	h := mustTake(t, ctx, a.Mutex("hand"))
@@ -349,20 +335,7 @@ func TestUnfencedBatch(t *testing.T) {
 	// deadlines).
 	other := newLocker(t, s.client(t), &redislock.Options{Unfenced: true})
 	oh := mustTake(t, ctx, other.Mutex("b1"))
-	done := make(chan []caesura.Held, 1)
-	go func() {
-		hs, err := l.AcquireBatch(ctx, locks[:2])
-		if err != nil {
-			t.Error(err)
-		}
-		done <- hs
-	}()
-	for readState(ctx, c, locks[0].Key()).queued == 0 {
-		if ctx.Err() != nil {
-			t.Fatal("the batch never queued")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	done := queued(t, ctx, c, locks[0].Key(), func() ([]caesura.Held, error) { return l.AcquireBatch(ctx, locks[:2]) })
 	if err := oh.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
