@@ -134,17 +134,18 @@ func (c *conn) condRelease(ctx context.Context, key string, val []byte, next uin
 }
 
 // plainValue is the value a plain SET writes for token tok (see
-// plainAcquire): the token and a fencing token of 0, as Redlock issues none
-// (see scripts.go). The release sends it for the script to compare whole.
+// plainAcquire): the token and a fencing token of 0, as an unfenced Locker
+// issues none (see scripts.go). The release sends it for the script to
+// compare whole.
 func plainValue(tok string) string { return tok + "0" }
 
-// plainAcquire tries to take one missing key of a Redlock master with SET
-// key val PX ttl NX, val being plainValue of the attempt's token: one plain
-// command where the acquire script costs the server a GET and a SET inside
-// a script, as redsync's acquire is. done is false when the script must
-// decide: the key exists (held, or free with the counter that a Locker of
-// [New] keeps), or the server refused the command; a network error is
-// done, with err.
+// plainAcquire tries to take one missing key for an unfenced Locker (its
+// one Redis, or a Redlock master) with SET key val PX ttl NX, val being
+// plainValue of the attempt's token: one plain command where the acquire
+// script costs the server a GET and a SET inside a script, as redsync's
+// acquire is. done is false when the script must decide: the key exists
+// (held, or free with the counter a fenced Locker keeps), or the server
+// refused the command; a network error is done, with err.
 func (c *conn) plainAcquire(ctx context.Context, key, val string, ttlMs any) (ok, done bool, err error) {
 	if c.do == nil {
 		return false, false, nil

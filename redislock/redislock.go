@@ -133,7 +133,7 @@ func New(client Client, opts *Options) (*Locker, error) {
 		return nil, errors.New("redislock: nil client")
 	}
 	_, cluster := client.(*redis.ClusterClient)
-	l, err := newLocker(opts, cluster, opts != nil && opts.Unfenced)
+	l, err := newLocker(opts, cluster, false)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +141,9 @@ func New(client Client, opts *Options) (*Locker, error) {
 	return l, nil
 }
 
-func newLocker(opts *Options, cluster, unfenced bool) (*Locker, error) {
+// newLocker checks opts and returns a Locker without its connections. A
+// Redlock Locker is unfenced whatever opts say.
+func newLocker(opts *Options, cluster, redlock bool) (*Locker, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -177,6 +179,7 @@ func newLocker(opts *Options, cluster, unfenced bool) (*Locker, error) {
 	// A waiter refreshes its queue entry at every re-check; three missed
 	// re-checks (plus a second of slack) drop it.
 	qttl := 3*o.Recheck + time.Second
+	unfenced := o.Unfenced || redlock
 	id := randomHex("", idLen/2)
 	if unfenced {
 		id = unfencedMark + id[1:]
@@ -474,7 +477,7 @@ const (
 // unfencedMark starts every token of an unfenced Locker, so that the
 // scripts give such a token a fence of 0 where they would read the clock
 // (a missing key, a hand-off from a fence of 0), and a key taken with it
-// is deleted when freed (see scripts.go).
+// is deleted when freed (see scripts.go, isUnfenced).
 const unfencedMark = "u"
 
 // token returns a new token of l: its id and 96 random bits.

@@ -1,5 +1,7 @@
 package redislock
 
+import "strconv"
+
 // Every lock is one Redis string at its key, so that all of a lock's state
 // sits in one hash slot (Redis Cluster) whatever the key looks like. The
 // lease is the key's expiry (PX), so Redis itself ends a lease whose holder
@@ -147,7 +149,7 @@ end
 // time() returns the server time in ms (for queue deadlines) and in µs (a
 // missing key's first token), reading the clock on first use. It needs
 // digits defined before it.
-const funcs = `
+var funcs = `
 local tok, ttl, qttl, ch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local W = 55
 local O, F, Q, C, P = {}, {}, {}, {}, {}
@@ -182,7 +184,7 @@ end
 -- unfenced token ('u') gets 0 where another would read the clock.
 local function next(i)
   if F[i] then return F[i] end
-  if string.byte(tok) == 117 then return 0 end
+  if ` + isUnfenced("tok") + ` then return 0 end
   return time()[2]
 end
 
@@ -234,7 +236,7 @@ local function free(i)
   local gt = string.sub(q, 1, 32)
   local f = F[i] + 1
   if f == 1 then -- from a fence of 0: 0 again for an unfenced waiter, else as a missing key
-    if string.byte(gt) == 117 then f = 0 else f = time()[2] end
+    if ` + isUnfenced("gt") + ` then f = 0 else f = time()[2] end
   end
   F[i], O[i], P[i], Q[i] = f, gt, tonumber(string.sub(q, 46, 55)), string.sub(q, W + 1)
   redis.call('PUBLISH', C[i] .. string.sub(gt, 1, 8), gt .. ':' .. digits(F[i]) .. ':' .. KEYS[i])
@@ -264,11 +266,19 @@ local function enqueue(i)
 end
 `
 
+// isUnfenced is the Lua test of whether token tok (an expression) is an
+// unfenced Locker's: its first byte is unfencedMark's, in parentheses so
+// that it can follow not. string.byte costs the server less than cutting
+// out a one-byte string to compare.
+func isUnfenced(tok string) string {
+	return "(string.byte(" + tok + ") == " + strconv.Itoa(int(unfencedMark[0])) + ")"
+}
+
 // clockToken sets first to a missing key's first fencing token: the server
 // clock in µs, in decimal; 0 for an unfenced token ('u').
-const clockToken = `
+var clockToken = `
 local first = '0'
-if string.byte(ARGV[1]) ~= 117 then
+if not ` + isUnfenced("ARGV[1]") + ` then
   local t = redis.call('TIME')
   first = string.format('%d', t[1] * 1000000 + t[2])
 end`
