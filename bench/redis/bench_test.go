@@ -95,13 +95,18 @@ func caesuraImpl(opts redislock.Options) func(tb testing.TB, c *redis.Client, _ 
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { rl.Close() })
-		return func(ctx context.Context, key string) (func(context.Context) error, error) {
-			h, err := rl.Mutex(key).Acquire(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return h.Release, nil
+		return mutexLock(rl)
+	}
+}
+
+// mutexLock acquires and releases rl's Mutexes.
+func mutexLock(rl *redislock.Locker) lockFunc {
+	return func(ctx context.Context, key string) (func(context.Context) error, error) {
+		h, err := rl.Mutex(key).Acquire(ctx)
+		if err != nil {
+			return nil, err
 		}
+		return h.Release, nil
 	}
 }
 

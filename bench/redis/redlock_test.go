@@ -101,13 +101,7 @@ func BenchmarkRedlock(b *testing.B) {
 		rl := caesuraLocker(b, &counter{})
 		rs := redsyncOf(b, &counter{})
 		paired(b, []string{"caesura-redlock3", "redsync-3pools"}, []lockFunc{
-			func(ctx context.Context, key string) (func(context.Context) error, error) {
-				h, err := rl.Mutex(key).Acquire(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return h.Release, nil
-			},
+			mutexLock(rl),
 			func(ctx context.Context, key string) (func(context.Context) error, error) {
 				m := rs.NewMutex(key, redsync.WithExpiry(ttl))
 				if err := m.LockContext(ctx); err != nil {
